@@ -1,0 +1,71 @@
+"""Latency, throughput, size and memory of a bundle's float and int8 models, measured in one run."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .interpreter import load_runtime
+from .manifest import FLOAT_MODEL_FILE, MODEL_FILE, load_manifest
+from .runner import TFLiteModel
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+def _inputs(model: TFLiteModel, rows: int, seed: int) -> np.ndarray:
+    shape = (rows,) + tuple(model.input["shape"][1:])
+    rng = np.random.default_rng(seed)
+    if model.input_dtype == np.int8:
+        return rng.integers(-128, 128, size=shape, dtype=np.int64).astype(np.int8)
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def bench_model(path: Path, runtime, invokes: int, warmup: int, seed: int) -> dict:
+    """Single-sample invoke latency (p50/p99, microseconds) and rows per second for one model."""
+    before = _rss_bytes()
+    model = TFLiteModel(path, runtime)
+    loaded = _rss_bytes()
+    rows = _inputs(model, invokes, seed)
+    for row in rows[:warmup]:
+        model.invoke_one(row)
+    timings = np.empty(invokes)
+    interp, index = model.interpreter, model.input["index"]
+    shape = model.input["shape"]
+    for i, row in enumerate(rows):
+        start = time.perf_counter_ns()
+        interp.set_tensor(index, row.reshape(shape))
+        interp.invoke()
+        timings[i] = time.perf_counter_ns() - start
+    start = time.perf_counter()
+    model.invoke_all(rows)
+    elapsed = time.perf_counter() - start
+    return {"file_bytes": path.stat().st_size, "invoke_us_p50": float(np.percentile(timings, 50) / 1e3),
+            "invoke_us_p99": float(np.percentile(timings, 99) / 1e3), "invoke_us_mean": float(timings.mean() / 1e3),
+            "rows_per_second": float(invokes / elapsed), "rss_growth_bytes": int(max(loaded - before, 0))}
+
+
+def bench_bundle(bundle: str | os.PathLike, invokes: int = 2000, warmup: int = 100, seed: int = 0) -> dict:
+    """Both models of a bundle, measured one after the other in this process."""
+    bundle = Path(bundle)
+    manifest = load_manifest(bundle)
+    runtime = load_runtime()
+    result = {"bundle": str(bundle), "name": manifest.name, "detector": manifest.detector,
+              "interpreter": runtime.describe(), "invokes": invokes,
+              "int8": bench_model(bundle / MODEL_FILE, runtime, invokes, warmup, seed),
+              "float": bench_model(bundle / FLOAT_MODEL_FILE, runtime, invokes, warmup, seed)}
+    result["size_ratio_int8_to_float"] = result["int8"]["file_bytes"] / result["float"]["file_bytes"]
+    result["weight_ratio_int8_to_float"] = (manifest.weight_bytes.get("int8", 0) /
+                                            max(manifest.weight_bytes.get("float", 0), 1))
+    result["latency_ratio_int8_to_float"] = result["int8"]["invoke_us_p50"] / result["float"]["invoke_us_p50"]
+    result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return result

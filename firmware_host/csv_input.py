@@ -1,0 +1,109 @@
+"""Read raw feature rows from a CSV (file or stdin) by the manifest's feature names; write verdicts.
+
+Plain ``csv`` and numpy, no pandas: this runs on the device too. Extra columns are
+ignored; one-hot features (``Protocol_UDP``) are derived from their source column.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from typing import Iterator, TextIO
+
+import numpy as np
+
+from .errors import DataError
+from .manifest import Manifest
+
+
+class FeatureReader:
+    """Maps a CSV header to the manifest's features and parses rows into float arrays."""
+
+    def __init__(self, header: list[str], manifest: Manifest, source: str):
+        self.source = source
+        header = [h.strip().lstrip("\ufeff") for h in header]
+        position = {name: i for i, name in enumerate(header)}
+        self.columns = []   # per feature: (column index, None) or (column index, one-hot value)
+        missing = []
+        for name in manifest.features:
+            if name in position:
+                self.columns.append((position[name], None))
+            elif name in manifest.one_hot and manifest.one_hot[name][0] in position:
+                column, value = manifest.one_hot[name]
+                self.columns.append((position[column], value))
+            else:
+                missing.append(name if name not in manifest.one_hot else f"{name} (from {manifest.one_hot[name][0]})")
+        if missing:
+            raise DataError(f"{source}: missing input column(s) {', '.join(missing)}; the bundle needs "
+                            f"{', '.join(manifest.features)}")
+        self.header = header
+
+    def parse(self, cells: list[str], line: int) -> np.ndarray:
+        row = np.empty(len(self.columns), dtype=np.float64)
+        for j, (index, one_hot) in enumerate(self.columns):
+            cell = cells[index].strip() if index < len(cells) else ""
+            if one_hot is not None:
+                row[j] = 1.0 if cell == one_hot else 0.0
+            elif cell == "" or cell.lower() in ("nan", "na"):
+                row[j] = math.nan    # imputed by the scaler, as in training
+            else:
+                try:
+                    row[j] = float(cell)
+                except ValueError:
+                    raise DataError(f"{self.source} line {line}, column '{self.header[index]}': "
+                                    f"{cell!r} is not a number") from None
+        return row
+
+
+def read_batches(stream: TextIO, manifest: Manifest, source: str, batch_rows: int = 256) -> Iterator[np.ndarray]:
+    """Yield (rows, features) float arrays of at most ``batch_rows`` rows, in input order."""
+    reader = csv.reader(stream)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise DataError(f"{source}: empty input (expected a CSV header with {', '.join(manifest.features)})") from None
+    except csv.Error as exc:
+        raise DataError(f"{source} line 1: not valid CSV ({exc})") from None
+    features = FeatureReader(header, manifest, source)
+    batch = []
+    line = 1
+    try:
+        for cells in reader:
+            line += 1
+            if not cells:
+                continue
+            batch.append(features.parse(cells, line))
+            if len(batch) >= batch_rows:
+                yield np.vstack(batch)
+                batch = []
+    except csv.Error as exc:
+        raise DataError(f"{source} line {line + 1}: not valid CSV ({exc})") from None
+    if batch:
+        yield np.vstack(batch)
+
+
+def open_text(path: str) -> tuple[TextIO, str]:
+    """A text stream for a path, ``-`` for stdin, or a .gz file."""
+    import sys
+
+    if path == "-":
+        return sys.stdin, "<stdin>"
+    try:
+        if path.endswith(".gz"):
+            import gzip
+            return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline=""), path
+        return open(path, encoding="utf-8-sig", newline=""), path
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, expected a CSV file") from None
+
+
+VERDICT_HEADER = ["row", "score", "is_anomaly", "class"]
+
+
+def verdict_rows(first_row: int, verdicts, manifest: Manifest) -> list[list]:
+    """CSV rows (row id, score, 0/1, class name) for one batch of verdicts."""
+    return [[first_row + i, f"{score:.6g}", int(flag), manifest.classes[int(cls)]]
+            for i, (score, flag, cls) in enumerate(zip(verdicts.scores, verdicts.is_anomaly, verdicts.predicted))]

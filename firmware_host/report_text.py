@@ -1,0 +1,63 @@
+"""Plain-text tables for manifests, bench results and verify reports (the CLI prints them)."""
+
+from __future__ import annotations
+
+from .manifest import Manifest
+
+METRIC_ROWS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc")
+
+
+def _fmt(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def metrics_table(models: dict) -> list[str]:
+    """Rows: metric; columns: one per model (e.g. keras / float / int8)."""
+    names = list(models)
+    lines = [f"{'metric':<18}" + "".join(f"{n:>10}" for n in names)]
+    for key in METRIC_ROWS + ("threshold",):
+        if all(key in models[n] for n in names):
+            lines.append(f"{key:<18}" + "".join(f"{_fmt(models[n][key]):>10}" for n in names))
+    for n in names:
+        if "confusion_matrix" in models[n]:
+            (tn, fp), (fn, tp) = models[n]["confusion_matrix"]
+            lines.append(f"confusion {n:<8} TN {tn}  FP {fp}  FN {fn}  TP {tp}")
+    return lines
+
+
+def manifest_lines(m: Manifest, interpreter_here: str) -> list[str]:
+    q_in, q_out = m.input_quantization, m.output_quantization
+    lines = [f"bundle      {m.name} (schema {m.schema_version}, built {m.created})",
+             f"detector    {m.detector}; classes {', '.join(m.classes)} (normal: {m.normal_class})",
+             f"features    {len(m.features)}: {', '.join(m.features)}",
+             f"input       shape {m.input_shape}, int8 scale {q_in.scale:.6g} zero_point {q_in.zero_point}",
+             f"output      shape {m.output_shape}, int8 scale {q_out.scale:.6g} zero_point {q_out.zero_point}",
+             f"threshold   int8 {m.threshold:.6g}  (float {m.threshold_float:.6g})",
+             f"size        int8 {m.size_bytes.get('int8')} B, float {m.size_bytes.get('float')} B; weights int8 "
+             f"{m.weight_bytes.get('int8')} B, float {m.weight_bytes.get('float')} B",
+             f"sha256      {m.sha256}",
+             f"split       {m.split.get('method')} (seed {m.split.get('seed')}), test rows "
+             f"{m.split.get('test', {}).get('rows')}",
+             f"built with  " + ", ".join(f"{k} {v}" for k, v in m.versions.items()),
+             f"runs here   {interpreter_here}",
+             "test metrics:"]
+    models = {k: v for k, v in m.metrics.items() if k in ("keras", "float", "int8")}
+    lines += ["  " + line for line in metrics_table(models)]
+    agree = m.metrics.get("int8_vs_float")
+    if agree:
+        lines.append(f"  int8 vs float: verdict agreement {agree['verdict_agreement']:.4f}, "
+                     f"score rank correlation {agree['score_rank_correlation']:.4f}")
+    return lines
+
+
+def bench_lines(r: dict) -> list[str]:
+    lines = [f"bench {r['name']} ({r['detector']}) on {r['interpreter']}, {r['invokes']} invokes per model",
+             f"{'model':<7}{'bytes':>9}{'p50 us':>10}{'p99 us':>10}{'rows/s':>11}{'RSS +KB':>10}"]
+    for name in ("float", "int8"):
+        m = r[name]
+        lines.append(f"{name:<7}{m['file_bytes']:>9}{m['invoke_us_p50']:>10.1f}{m['invoke_us_p99']:>10.1f}"
+                     f"{m['rows_per_second']:>11.0f}{m['rss_growth_bytes'] // 1024:>10}")
+    lines.append(f"int8/float: file size {r['size_ratio_int8_to_float']:.3f}, weight bytes "
+                 f"{r['weight_ratio_int8_to_float']:.3f}, p50 latency {r['latency_ratio_int8_to_float']:.3f}")
+    lines.append(f"peak RSS of this process: {r['peak_rss_bytes'] / 2**20:.1f} MiB")
+    return lines

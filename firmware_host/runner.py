@@ -1,0 +1,174 @@
+"""The device runner: one bundle, one int8 interpreter, ``predict(rows)``.
+
+Imports numpy and an interpreter only (through ``interpreter.load_runtime``).
+On open it checks the model's hash and replays the bundle's golden vectors; a
+machine that does not reproduce them is refused before it serves a verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import quant, scoring
+from .errors import BundleError, SelfTestError
+from .interpreter import Runtime, load_runtime
+from .manifest import FLOAT_MODEL_FILE, GOLDEN_FILE, MODEL_FILE, Manifest, check_model_hash, load_manifest
+from .preprocess import scale_rows
+
+GOLDEN_TOLERANCE_LSB = 1
+
+
+@dataclass
+class SelfTestResult:
+    rows: int
+    max_abs_diff_lsb: int
+    verdict_mismatches: int
+    interpreter: str
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_diff_lsb <= GOLDEN_TOLERANCE_LSB and self.verdict_mismatches == 0
+
+
+class TFLiteModel:
+    """One .tflite file with a fixed batch of 1; ``invoke_all`` runs rows one at a time."""
+
+    def __init__(self, path: str | os.PathLike, runtime: Runtime, num_threads: int = 1):
+        self.path = Path(path)
+        try:
+            self.interpreter = runtime.open(self.path, num_threads=num_threads)
+        except (ValueError, RuntimeError) as exc:
+            raise BundleError(f"{self.path}: {runtime.name} could not load the model ({exc})") from None
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.input_dtype = np.dtype(self.input["dtype"])
+        self.output_dtype = np.dtype(self.output["dtype"])
+
+    def invoke_one(self, row: np.ndarray) -> np.ndarray:
+        """Run one input row (already in the input tensor's dtype); returns the raw output tensor."""
+        self.interpreter.set_tensor(self.input["index"], row.reshape(self.input["shape"]).astype(self.input_dtype))
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output["index"])[0].copy()
+
+    def invoke_all(self, rows: np.ndarray) -> np.ndarray:
+        out_shape = tuple(self.output["shape"][1:])
+        result = np.empty((len(rows),) + out_shape, dtype=self.output_dtype)
+        for i, row in enumerate(rows):
+            result[i] = self.invoke_one(row)
+        return result
+
+
+class Detector:
+    """Context manager around a bundle's int8 model.
+
+    >>> with Detector("build/default") as det:
+    ...     verdicts = det.predict(raw_rows)
+    """
+
+    def __init__(self, bundle: str | os.PathLike, *, self_test: bool = True, runtime: Runtime | None = None,
+                 model_file: str = MODEL_FILE, num_threads: int = 1):
+        self.bundle = Path(bundle)
+        self.manifest: Manifest = load_manifest(self.bundle)
+        if model_file == MODEL_FILE:
+            check_model_hash(self.bundle, self.manifest)
+        self.runtime = runtime or load_runtime()
+        self.model = TFLiteModel(self.bundle / model_file, self.runtime, num_threads=num_threads)
+        self.quantized = self.model.input_dtype == np.int8
+        self.normal_index = self.manifest.classes.index(self.manifest.normal_class)
+        self.threshold = self.manifest.threshold if self.quantized else self.manifest.threshold_float
+        self.self_test_result: SelfTestResult | None = None
+        if self_test and self.quantized:
+            self.self_test_result = run_self_test(self)
+            if not self.self_test_result.passed:
+                r = self.self_test_result
+                raise SelfTestError(
+                    f"self-test failed on {r.interpreter}: outputs differ from the build host's by up to "
+                    f"{r.max_abs_diff_lsb} LSB (allowed {GOLDEN_TOLERANCE_LSB}) and {r.verdict_mismatches} of "
+                    f"{r.rows} golden verdicts differ; this interpreter/CPU computes the model wrongly, "
+                    "refusing to serve (use --skip-self-test to override)")
+
+    def __enter__(self) -> "Detector":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.model = None
+
+    # -- the pipeline, split so the serial agent can use the quantized half alone --
+    def prepare(self, raw_rows: np.ndarray) -> np.ndarray:
+        """Raw feature rows -> model input tensor values (int8 for the int8 model)."""
+        scaled = scale_rows(raw_rows, self.manifest.scaler)
+        if not self.quantized:
+            return scaled
+        q = self.manifest.input_quantization
+        return quant.quantize(scaled, q.scale, q.zero_point)
+
+    def predict_prepared(self, inputs: np.ndarray) -> tuple[scoring.Verdicts, np.ndarray]:
+        """Model input values -> (verdicts, raw outputs)."""
+        outputs = self.model.invoke_all(inputs)
+        return self.decide(inputs, outputs), outputs
+
+    def decide(self, inputs: np.ndarray, outputs: np.ndarray) -> scoring.Verdicts:
+        m = self.manifest
+        if self.quantized:
+            inputs = quant.dequantize(inputs, m.input_quantization.scale, m.input_quantization.zero_point)
+            outputs = quant.dequantize(outputs, m.output_quantization.scale, m.output_quantization.zero_point)
+        scores = scoring.score(m.detector, inputs, outputs, self.normal_index)
+        return scoring.decide(m.detector, scores, outputs, self.threshold, self.normal_index)
+
+    def predict(self, raw_rows: np.ndarray) -> scoring.Verdicts:
+        """Raw feature rows (rows, features; NaN allowed) -> verdicts."""
+        verdicts, _ = self.predict_prepared(self.prepare(raw_rows))
+        return verdicts
+
+
+def load_golden(bundle: Path) -> dict:
+    path = bundle / GOLDEN_FILE
+    try:
+        golden = json.loads(path.read_text())
+        return {"inputs": np.asarray(golden["inputs"], dtype=np.int8),
+                "outputs": np.asarray(golden["outputs"], dtype=np.int8),
+                "is_anomaly": np.asarray(golden["is_anomaly"], dtype=bool)}
+    except FileNotFoundError:
+        raise BundleError(f"{bundle}: {GOLDEN_FILE} is missing; the bundle cannot be self-tested") from None
+    except (KeyError, ValueError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path}: malformed golden vectors ({exc})") from None
+
+
+def run_self_test(detector: Detector) -> SelfTestResult:
+    """Replay the golden vectors through this machine's interpreter and compare."""
+    golden = load_golden(detector.bundle)
+    outputs = detector.model.invoke_all(golden["inputs"])
+    if outputs.shape != golden["outputs"].shape:
+        raise BundleError(f"{detector.bundle}: golden outputs have shape {golden['outputs'].shape}, "
+                          f"the model gives {outputs.shape}")
+    diff = np.abs(outputs.astype(np.int32) - golden["outputs"].astype(np.int32))
+    verdicts = detector.decide(golden["inputs"], outputs)
+    return SelfTestResult(rows=len(outputs), max_abs_diff_lsb=int(diff.max(initial=0)),
+                          verdict_mismatches=int(np.sum(verdicts.is_anomaly != golden["is_anomaly"])),
+                          interpreter=detector.runtime.describe())
+
+
+def model_scores(model: TFLiteModel, scaled_rows: np.ndarray, detector: str, normal_index: int = 0):
+    """Scores of scaled rows through one .tflite model, quantizing with the tensor's own parameters.
+
+    Returns (scores, dequantized outputs, quantized inputs or None). Verify uses this on the
+    float and int8 models before a manifest exists; ``Detector`` does the same via the manifest."""
+    inputs, quantized = scaled_rows, None
+    if model.input_dtype == np.int8:
+        scale, zero_point = model.input["quantization"]
+        quantized = quant.quantize(scaled_rows, scale, zero_point)
+        inputs = quant.dequantize(quantized, scale, zero_point)
+    raw = model.invoke_all(quantized if quantized is not None else scaled_rows.astype(np.float32))
+    outputs = raw
+    if model.output_dtype == np.int8:
+        scale, zero_point = model.output["quantization"]
+        outputs = quant.dequantize(raw, scale, zero_point)
+    return scoring.score(detector, inputs, outputs, normal_index), outputs, quantized, raw

@@ -1,0 +1,78 @@
+"""Shared fixtures: one real, small build (real training, real TFLite conversion, real
+interpreter) reused by the run-side and CLI tests."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+SLICE = ROOT / "calibration_data" / "sdn_ddos_slice.csv.gz"
+
+SMALL_RECIPE = """
+name = "{name}"
+seed = 3
+[data]
+loader = "sdn_ddos"
+path = "{slice}"
+relative_to = "recipe"
+max_rows = {max_rows}
+[features]
+top_k = 6
+sweep = [4]
+sweep_epochs = 2
+xgb_rounds = 30
+[detector]
+kind = "{kind}"
+hidden = [16]
+latent = 4
+classifier = [16]
+activation = "{activation}"
+epochs = {epochs}
+classifier_epochs = {epochs}
+batch_size = 64
+[quantize]
+representative_rows = {rep_rows}
+golden_rows = 16
+[verify]
+max_f1_drop = {max_drop}
+"""
+
+
+def write_recipe(folder: Path, name: str = "small", kind: str = "vae_dnn", activation: str = "leaky_relu",
+                 epochs: int = 8, rep_rows: int = 200, max_drop: float = 0.05, max_rows: int = 3000) -> Path:
+    path = folder / f"{name}.toml"
+    path.write_text(SMALL_RECIPE.format(name=name, slice=SLICE.as_posix(), kind=kind, activation=activation,
+                                        epochs=epochs, rep_rows=rep_rows, max_drop=max_drop, max_rows=max_rows))
+    return path
+
+
+@pytest.fixture(scope="session")
+def built_bundle(tmp_path_factory) -> Path:
+    """A real vae_dnn bundle built from the shipped SDN slice (about 20 s)."""
+    from toolchain.pipeline import build
+    from toolchain.recipe import load_recipe
+
+    folder = tmp_path_factory.mktemp("build")
+    recipe = load_recipe(write_recipe(folder))
+    out = folder / "bundle"
+    build(recipe, Path("."), out, folder / "work")
+    return out
+
+
+@pytest.fixture
+def bundle_copy(built_bundle, tmp_path) -> Path:
+    """A private copy of the built bundle that a test may tamper with."""
+    copy = tmp_path / "bundle"
+    shutil.copytree(built_bundle, copy)
+    return copy
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data sets not found at {SHARED_DATA}")
+    return SHARED_DATA

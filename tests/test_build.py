@@ -1,0 +1,130 @@
+"""Build-side tests with real training, real TFLite conversion and the real interpreter."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from firmware_host.cli import main
+from firmware_host.errors import QuantizationError
+from firmware_host.manifest import GOLDEN_FILE, MANIFEST_FILE, MODEL_FILE, REPORT_FILE, load_manifest, sha256_file
+
+from conftest import write_recipe
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_bundle_is_complete_and_self_describing(built_bundle):
+    names = {p.name for p in built_bundle.iterdir()}
+    assert {MODEL_FILE, "model_float.tflite", MANIFEST_FILE, GOLDEN_FILE, REPORT_FILE, "representative.npy"} <= names
+    manifest = load_manifest(built_bundle)
+    assert manifest.sha256 == sha256_file(built_bundle / MODEL_FILE)
+    assert manifest.detector == "vae_dnn" and len(manifest.features) == 6
+    assert manifest.size_bytes["int8"] == (built_bundle / MODEL_FILE).stat().st_size
+    assert 0 < manifest.weight_bytes["int8"] < manifest.weight_bytes["float"]
+    for model in ("float", "int8"):
+        assert {"accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc",
+                "confusion_matrix"} <= set(manifest.metrics[model])
+    assert manifest.metrics["int8"]["accuracy"] > 0.9
+    assert manifest.split["method"] == "random" and manifest.split["test"]["rows"] > 0
+    assert manifest.calibration["rows"] == 200
+    golden = json.loads((built_bundle / GOLDEN_FILE).read_text())
+    assert len(golden["inputs"]) == 16 and np.asarray(golden["inputs"]).dtype.kind == "i"
+    report = json.loads((built_bundle / REPORT_FILE).read_text())
+    assert report["features"]["sweep"][0]["k"] == 4
+    assert report["features"]["leakage"]["columns"] == ["src", "dst", "dt", "switch"]
+    ops = set(report["quantize"]["ops"])
+    assert "FULLY_CONNECTED" in ops and not ops & {"DEQUANTIZE", "ELU"}
+
+
+def test_int8_op_list_gate_names_float_ops(tmp_path):
+    """ELU (the VAE+DNN paper's activation) stays in float after TF 2.21's int8 conversion."""
+    from toolchain.convert import assert_int8, convert
+    from toolchain.keras_env import import_tf
+
+    _, keras = import_tf()
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Dense(8, activation="elu")(inputs)))
+    rows = np.random.default_rng(0).standard_normal((64, 6)).astype(np.float32)
+    int8 = convert(model, int8=True, representative=rows)
+    with pytest.raises(QuantizationError, match="ELU"):
+        assert_int8(int8)
+    good = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Dense(8, activation="tanh")(inputs)))
+    ops = assert_int8(convert(good, int8=True, representative=rows))
+    assert {op.name for op in ops} == {"FULLY_CONNECTED", "TANH"}
+
+
+def test_build_with_elu_fails_and_writes_no_bundle(tmp_path):
+    recipe = write_recipe(tmp_path, name="elu", activation="elu", epochs=1)
+    out = tmp_path / "bundle"
+    result = invoke("build", recipe, "--out", out, "--work", tmp_path / "work")
+    assert result.exit_code == 1
+    assert "computes in float" in result.output and "ELU" in result.output
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bundle")]
+
+
+def test_stages_rerun_one_by_one_and_verify_gate_fails_on_a_wrecked_calibration(tmp_path):
+    """select-features -> train -> quantize -> verify as separate commands; then a calibration set
+    squeezed to a tiny range wrecks the int8 model and verify must exit non-zero."""
+    recipe = write_recipe(tmp_path, name="stages", kind="ae", activation="tanh", epochs=6, max_drop=0.005)
+    work = tmp_path / "work"
+    for stage in ("select-features", "train", "quantize", "verify"):
+        result = invoke(stage, recipe, "--work", work)
+        assert result.exit_code == 0, (stage, result.output)
+    assert "rank" in CliRunner().invoke(main, ["select-features", str(recipe), "--work", str(work)]).output
+
+    from toolchain.convert import convert
+    from toolchain.keras_env import import_tf
+
+    _, keras = import_tf()
+    model = keras.models.load_model(work / "model.h5", compile=False)
+    squeezed = np.load(work / "representative.npy") * 0.02
+    (work / MODEL_FILE).write_bytes(convert(model, int8=True, representative=squeezed))
+    result = invoke("verify", recipe, "--work", work)
+    assert result.exit_code == 1
+    assert "verify gate failed" in result.output and "pt below float F1" in result.output
+
+
+def test_stage_out_of_order_says_what_to_run_first(tmp_path):
+    recipe = write_recipe(tmp_path, name="order")
+    result = invoke("train", recipe, "--work", tmp_path / "empty")
+    assert result.exit_code == 1 and "tinyad select-features" in result.output
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name = 'x'\n", "needs a [data] table"),
+    ("[data]\nloader = 'sdn_ddos'\npath = 'x.csv'\n[detector]\nkind = 'gan'\n", "choose one of ae, vae_dnn"),
+    ("[data]\nloader = 'sdn_ddos'\npath = 'x.csv'\n[detector]\nlayers = 3\n", "unknown key(s) in [detector]: layers"),
+    ("[data\n", "not valid TOML"),
+])
+def test_bad_recipes_are_one_line_errors(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    result = invoke("build", path, "--out", tmp_path / "b")
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+
+
+def test_missing_data_file_names_the_public_source(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text("[data]\nloader = 'sdn_ddos'\npath = 'sdn_ddos/dataset_sdn.csv.gz'\n")
+    result = invoke("build", path, "--data-root", tmp_path, "--out", tmp_path / "b")
+    assert result.exit_code == 1 and "10.17632/jxpfjc64kr.1" in result.output
+
+
+def test_same_recipe_and_seed_reproduce_the_metrics(tmp_path):
+    from toolchain.pipeline import stage_select_features, stage_train
+    from toolchain.recipe import load_recipe
+
+    recipe = load_recipe(write_recipe(tmp_path, name="repro", kind="ae", activation="tanh", epochs=3))
+    thresholds = []
+    for run in ("a", "b"):
+        stage_select_features(recipe, Path("."), tmp_path / run)
+        thresholds.append(stage_train(recipe, Path("."), tmp_path / run)["threshold_float"])
+    assert thresholds[0] == pytest.approx(thresholds[1], rel=1e-3)

@@ -1,0 +1,182 @@
+"""Build-side commands. Each one parses, calls one pipeline function, and maps TinyadError to a
+one-line error. TensorFlow is imported inside the pipeline, not here."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from firmware_host.errors import TinyadError
+from firmware_host.report_text import metrics_table
+
+
+class Progress:
+    """Renders ``progress(stage, done, total, info)`` callbacks on stderr as a live bar."""
+
+    def __init__(self):
+        self.started = time.perf_counter()
+        self.tty = sys.stderr.isatty()
+        self.open_line = False
+
+    def __call__(self, stage: str, done: int, total: int, info: dict) -> None:
+        elapsed = time.perf_counter() - self.started
+        if total:
+            width = 24
+            filled = int(width * done / total)
+            extra = "  ".join(f"{k} {v:.4g}" for k, v in info.items() if k in ("loss", "val_loss", "val_accuracy"))
+            line = f"[{elapsed:6.1f}s] {stage:<16} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}  {extra}"
+            if self.tty:
+                click.echo("\r" + line.ljust(110), nl=False, err=True)
+                self.open_line = done < total
+                if not self.open_line:
+                    click.echo("", err=True)
+            elif done == total or done == 1 or done % 5 == 0:
+                click.echo(line, err=True)
+        else:
+            if self.open_line:
+                click.echo("", err=True)
+                self.open_line = False
+            click.echo(f"[{elapsed:6.1f}s] {stage:<16} {info.get('message', '')}", err=True)
+
+
+def _common(function):
+    function = click.option("--data-root", type=click.Path(file_okay=False), default=None,
+                            help="Folder the recipe's data paths are relative to "
+                                 "[default: $TINYAD_DATA, else ../shared/data]")(function)
+    function = click.option("--work", type=click.Path(file_okay=False), default=None,
+                            help="Folder for stage outputs [default: build/<recipe name>.work]")(function)
+    return click.argument("recipe", type=click.Path(dir_okay=False))(function)
+
+
+def _setup(recipe_path, data_root, work):
+    from .datasets import resolve_data_root
+    from .recipe import load_recipe
+
+    recipe = load_recipe(recipe_path)
+    root = resolve_data_root(data_root) if recipe.data.relative_to == "data_root" else Path(".")
+    return recipe, root, Path(work) if work else Path("build") / f"{recipe.name}.work"
+
+
+def _echo_verify(report: dict) -> None:
+    click.echo(f"verify on {report['test_rows']} test rows ({report['interpreter']}):")
+    for line in metrics_table(report["models"]):
+        click.echo("  " + line)
+    a = report["int8_vs_float"]
+    click.echo(f"  int8 vs float: verdict agreement {a['verdict_agreement']:.4f}, score rank correlation "
+               f"{a['score_rank_correlation']:.4f}; F1 drop {100 * report['f1_drop']:.2f} pt "
+               f"(gate {100 * report['max_f1_drop']:.2f} pt)")
+
+
+@click.command("build")
+@_common
+@click.option("--out", "-o", type=click.Path(file_okay=False), default=None,
+              help="Bundle directory to write [default: build/<recipe name>]")
+def build(recipe, data_root, work, out):
+    """Run every stage of RECIPE and write a device bundle.
+
+    Stages: select-features -> train -> quantize -> verify -> bundle. The bundle is written
+    to a temporary folder and renamed into place only when complete and past the verify gate.
+    """
+    from .pipeline import build as run_build
+
+    try:
+        recipe, root, work = _setup(recipe, data_root, work)
+        out = Path(out) if out else Path("build") / recipe.name
+        report = run_build(recipe, root, out, work, Progress())
+    except TinyadError as exc:
+        raise click.ClickException(str(exc))
+    _echo_verify(report["verify"])
+    for method, other in report["splits"].items():
+        m = other["verify"]["models"]
+        xgb = other["xgboost_baseline"]["test"]
+        click.echo(f"split '{method}': int8 accuracy {m['int8']['accuracy']:.4f} F1 {m['int8']['f1']:.4f}; float "
+                   f"F1 {m['float']['f1']:.4f}; XGBoost accuracy {xgb['accuracy']:.4f} F1 {xgb['f1']:.4f}")
+    q = report["quantize"]
+    click.echo(f"int8 model {q['size_bytes']['int8']} B (float {q['size_bytes']['float']} B), weight bytes ratio "
+               f"{q['weight_ratio']:.3f}; ops: {', '.join(sorted(set(q['ops'])))}")
+    click.echo(f"bundle written to {out} in {report['build_seconds']:.0f} s")
+
+
+@click.command("select-features")
+@_common
+def select_features(recipe, data_root, work):
+    """Rank RECIPE's candidate features by XGBoost gain and sweep k (5, 10, 15, all).
+
+    Prints the ranked table, the leakage check of identifier columns, and for each k the
+    detector's validation F1 and int8 size. Writes features.json to the work folder.
+    """
+    from .pipeline import stage_select_features
+
+    try:
+        recipe, root, work = _setup(recipe, data_root, work)
+        result = stage_select_features(recipe, root, work, Progress())
+    except TinyadError as exc:
+        raise click.ClickException(str(exc))
+    click.echo(f"{'rank':>4}  {'feature':<28}{'gain share':>11}")
+    for row in result["ranking"]:
+        mark = "*" if row["feature"] in result["selected"] else " "
+        click.echo(f"{row['rank']:>4}{mark} {row['feature']:<28}{row['share']:>11.4f}")
+    click.echo(f"(* kept: top {len(result['selected'])})")
+    if result["leakage"]:
+        leak = result["leakage"]
+        click.echo(f"leakage check: identifiers {', '.join(leak['columns'])} alone give test accuracy "
+                   f"{leak['test']['accuracy']:.4f} (kept out of the features)")
+    click.echo(f"{'k':>4}{'val F1':>9}{'val AUC':>9}{'int8 B':>9}{'float B':>9}")
+    for row in result["sweep"]:
+        click.echo(f"{row['k']:>4}{row['validation_f1']:>9.4f}{row['validation_roc_auc']:>9.4f}"
+                   f"{row['int8_size_bytes']:>9}{row['float_size_bytes']:>9}")
+
+
+@click.command("train")
+@_common
+def train(recipe, data_root, work):
+    """Fit the scaler and train RECIPE's detector on the selected features (after select-features)."""
+    from .pipeline import stage_train
+
+    try:
+        recipe, root, work = _setup(recipe, data_root, work)
+        info = stage_train(recipe, root, work, Progress())
+    except TinyadError as exc:
+        raise click.ClickException(str(exc))
+    click.echo(f"trained {recipe.detector.kind}: {info['parameters']} parameters, float threshold "
+               f"{info['threshold_float']:.6g}; saved to {work}")
+
+
+@click.command("quantize")
+@_common
+def quantize(recipe, data_root, work):
+    """Convert the trained model to float32 and full-integer int8 TFLite and check the int8 op list."""
+    from .pipeline import stage_quantize
+
+    try:
+        recipe, root, work = _setup(recipe, data_root, work)
+        info = stage_quantize(recipe, root, work, Progress())
+    except TinyadError as exc:
+        raise click.ClickException(str(exc))
+    click.echo(f"int8 {info['size_bytes']['int8']} B, float {info['size_bytes']['float']} B; weight bytes int8 "
+               f"{info['weight_bytes']['int8']} / float {info['weight_bytes']['float']} = {info['weight_ratio']:.3f}")
+    click.echo(f"int8 ops: {', '.join(info['ops'])}")
+
+
+@click.command("verify")
+@_common
+def verify(recipe, data_root, work):
+    """Score the test split with the Keras, float TFLite and int8 TFLite models and apply the gate.
+
+    Exits non-zero when int8 F1 falls more than the recipe's max_f1_drop below float F1.
+    """
+    from .pipeline import VERIFY_JSON, stage_verify
+
+    try:
+        recipe, root, work = _setup(recipe, data_root, work)
+        stage_verify(recipe, root, work, Progress(), gate=False)
+        import json
+        report = json.loads((work / VERIFY_JSON).read_text())
+        _echo_verify(report)
+        from .verify import check_gate
+        check_gate(report)
+    except TinyadError as exc:
+        raise click.ClickException(str(exc))

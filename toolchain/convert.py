@@ -1,0 +1,142 @@
+"""One parameterised conversion to TFLite (float32 or full-integer int8), and the op-list gate."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from firmware_host.errors import QuantizationError
+from firmware_host.interpreter import load_runtime
+
+FLOAT_TYPES = ("float32", "float16", "float64")
+EDGE_OPS = ("QUANTIZE", "DEQUANTIZE")
+
+
+@dataclass
+class OpInfo:
+    name: str
+    operand_types: list[str]
+    result_types: list[str]
+
+
+def convert(model, *, int8: bool, representative: np.ndarray | None = None, per_channel: bool = True) -> bytes:
+    """Keras model -> TFLite flatbuffer with a fixed batch of 1.
+
+    ``int8=True`` quantizes weights and activations to int8 (int8 input and output
+    tensors), calibrated on ``representative`` rows (model-input units).
+    """
+    from .keras_env import import_tf
+
+    tf, _ = import_tf()
+    input_shape = [1] + [int(d) for d in model.input_shape[1:]]
+    function = tf.function(lambda x: model(x, training=False))
+    concrete = function.get_concrete_function(tf.TensorSpec(input_shape, tf.float32))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    if int8:
+        if representative is None or len(representative) == 0:
+            raise QuantizationError("int8 conversion needs a non-empty representative set")
+        rows = np.asarray(representative, dtype=np.float32)
+
+        def samples():
+            for row in rows:
+                yield [row.reshape(input_shape)]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = samples
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+        if not per_channel:
+            # Some TFLite Micro builds mishandle per-channel Dense weights; per-tensor is the safe fallback.
+            converter._experimental_disable_per_channel_quantization_for_dense_layers = True
+    with _native_stderr_captured() as captured:
+        try:
+            return converter.convert()
+        except Exception as exc:  # the converter raises a zoo of internal error types
+            detail = str(exc).splitlines()[0][:300] if str(exc) else captured()
+            raise QuantizationError(f"TFLite conversion failed: {detail}") from None
+
+
+@contextlib.contextmanager
+def _native_stderr_captured():
+    """The converter's C++ side logs to file descriptor 2; keep that off the user's terminal.
+    Yields a function returning the last captured line (used in error messages)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+
+        def last_line() -> str:
+            sink.seek(0)
+            lines = [l for l in sink.read().decode(errors="replace").splitlines() if l.strip()]
+            return lines[-1][:300] if lines else "no detail"
+        try:
+            yield last_line
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _dtype_name(t) -> str:
+    return np.dtype(t).name
+
+
+def op_list(model_bytes: bytes) -> list[OpInfo]:
+    """The model's ops as converted (builtin kernels, no delegate), with their tensor types."""
+    interpreter = load_runtime().open(model_content=model_bytes, delegates=False)
+    return [OpInfo(op["op_name"], [_dtype_name(t) for t in op["operand_types"]],
+                   [_dtype_name(t) for t in op["result_types"]])
+            for op in interpreter._get_ops_details()]
+
+
+def float_ops(ops: list[OpInfo]) -> list[str]:
+    """Ops that compute in float. Only QUANTIZE/DEQUANTIZE may touch float, at the model's edges."""
+    offending = []
+    for i, op in enumerate(ops):
+        touches_float = any(t in FLOAT_TYPES for t in op.operand_types + op.result_types)
+        if not touches_float:
+            continue
+        at_edge = (op.name == "QUANTIZE" and i == 0) or (op.name == "DEQUANTIZE" and i == len(ops) - 1)
+        if not at_edge:
+            offending.append(f"{op.name}({','.join(op.operand_types)}->{','.join(op.result_types)})")
+    return offending
+
+
+def assert_int8(model_bytes: bytes) -> list[OpInfo]:
+    """Fail with the offending op names unless every compute op of the model is integer."""
+    ops = op_list(model_bytes)
+    bad = float_ops(ops)
+    if bad:
+        raise QuantizationError(
+            f"the int8 model still computes in float: {', '.join(bad)}. Use an activation that quantizes "
+            "(leaky_relu, relu, tanh, sigmoid) or a layer the int8 converter supports")
+    return ops
+
+
+def weight_bytes(model_bytes: bytes) -> int:
+    """Bytes of the constant tensors (weights, biases): op inputs that no op produces."""
+    interpreter = load_runtime().open(model_content=model_bytes, delegates=False)
+    ops = interpreter._get_ops_details()
+    produced = {int(t) for op in ops for t in op["outputs"]}
+    graph_inputs = {int(d["index"]) for d in interpreter.get_input_details()}
+    consumed = {int(t) for op in ops for t in op["inputs"] if t >= 0}
+    constants = consumed - produced - graph_inputs
+    total = 0
+    for detail in interpreter.get_tensor_details():
+        if detail["index"] in constants:
+            total += int(np.prod(detail["shape"])) * np.dtype(detail["dtype"]).itemsize
+    return total
+
+
+def io_quantization(model_bytes: bytes) -> tuple[tuple[float, int], tuple[float, int], list[int], list[int]]:
+    """(input scale, zero point), (output scale, zero point), input shape, output shape."""
+    interpreter = load_runtime().open(model_content=model_bytes, delegates=False)
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    return ((float(inp["quantization"][0]), int(inp["quantization"][1])),
+            (float(out["quantization"][0]), int(out["quantization"][1])),
+            [int(d) for d in inp["shape"]], [int(d) for d in out["shape"]])

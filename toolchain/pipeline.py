@@ -1,0 +1,252 @@
+"""The build as stages with files on disk between them, so a user can rerun one.
+
+Work directory layout (``--work``)::
+
+    features.json            select-features: ranking, k-sweep, leakage check, XGBoost baseline
+    model.h5, train.json     train: deployable Keras model, scaler, float threshold
+    model_float.tflite, model.tflite, representative.npy, quantize.json
+    verify.json              verify: Keras / float / int8 metrics and the gate
+
+``build`` runs every stage, measures any extra splits the recipe names, and writes the bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from firmware_host import __version__
+from firmware_host import manifest as mf
+from firmware_host.errors import RecipeError
+from firmware_host.interpreter import load_runtime
+
+from . import baselines, features as feats
+from .bundle import golden_vectors, write_bundle
+from .prepare import Prepared, prepare
+from .quantize import quantize, representative_rows
+from .recipe import Recipe
+from .train import TrainResult, scaled, train
+from .verify import check_gate, verify
+
+FEATURES_JSON, TRAIN_JSON, KERAS_MODEL = "features.json", "train.json", "model.h5"
+QUANTIZE_JSON, VERIFY_JSON, REPRESENTATIVE = "quantize.json", "verify.json", "representative.npy"
+
+
+def _say(progress, stage: str, message: str) -> None:
+    if progress:
+        progress(stage, 0, 0, {"message": message})
+
+
+def _read_json(work: Path, name: str, needs: str) -> dict:
+    try:
+        return json.loads((work / name).read_text())
+    except FileNotFoundError:
+        raise RecipeError(f"{work / name} is missing: run 'tinyad {needs}' with the same --work first") from None
+
+
+def _top_k(ranking: list[dict], k: int) -> list[str]:
+    names = [row["feature"] for row in ranking]
+    return names if k in (0, None) or k >= len(names) else names[:k]
+
+
+# -- select-features ---------------------------------------------------------------------------
+
+def select_features(prep: Prepared, recipe: Recipe, progress=None, sweep: bool = True) -> dict:
+    """Rank features with XGBoost gain, keep the top k, and sweep k (detector F1 on validation, int8 size)."""
+    spec = recipe.features
+    _say(progress, "select-features", f"ranking {prep.dataset.features.shape[1]} features with XGBoost")
+    ranking = feats.rank_features(prep, spec.xgb_rounds, recipe.seed)
+    selected = _top_k(ranking, spec.top_k)
+    result = {"ranking": ranking, "selected": selected, "top_k": spec.top_k,
+              "leakage": feats.leakage_check(prep, spec.xgb_rounds, recipe.seed),
+              "xgboost_baseline": {"features": len(ranking),
+                                   **feats.xgb_baseline(prep, _top_k(ranking, 0), spec.xgb_rounds, recipe.seed)},
+              "sweep": []}
+    if sweep:
+        for k in spec.sweep:
+            chosen = _top_k(ranking, k)
+            _say(progress, "select-features", f"k-sweep: k={k or 'all'} ({len(chosen)} features)")
+            trained = train(prep, chosen, recipe, None, epochs=spec.sweep_epochs)
+            q = _convert_only(prep, trained, recipe)
+            from .train import keras_scores
+            from . import metrics
+            val_scores, _ = keras_scores(recipe, trained.model, scaled(prep, chosen, trained.scaler, "validation"))
+            attack = prep.is_attack[prep.parts["validation"]]
+            m = metrics.detection_metrics(attack, val_scores, val_scores > trained.threshold_float)
+            result["sweep"].append({"k": k or len(ranking), "features": len(chosen), "validation_f1": m["f1"],
+                                    "validation_roc_auc": m["roc_auc"], "int8_size_bytes": q.size_bytes["int8"],
+                                    "float_size_bytes": q.size_bytes["float"], "epochs": spec.sweep_epochs})
+    return result
+
+
+def _convert_only(prep: Prepared, trained: TrainResult, recipe: Recipe):
+    x_train = scaled(prep, trained.features, trained.scaler, "train")
+    rep, origin = representative_rows(x_train, prep.is_attack[prep.parts["train"]], recipe.quantize, recipe.seed)
+    return quantize(trained.model, rep, origin, recipe.quantize)
+
+
+def stage_select_features(recipe: Recipe, data_root: Path, work: Path, progress=None) -> dict:
+    prep = prepare(recipe, data_root)
+    result = select_features(prep, recipe, progress)
+    work.mkdir(parents=True, exist_ok=True)
+    mf.write_json(work / FEATURES_JSON, result)
+    return result
+
+
+# -- train -------------------------------------------------------------------------------------
+
+def stage_train(recipe: Recipe, data_root: Path, work: Path, progress=None) -> dict:
+    selected = _read_json(work, FEATURES_JSON, "select-features")["selected"]
+    prep = prepare(recipe, data_root)
+    trained = train(prep, selected, recipe, progress)
+    trained.model.save(work / KERAS_MODEL)
+    info = {"features": trained.features, "scaler": trained.scaler.__dict__, "threshold_float": trained.threshold_float,
+            "parameters": trained.parameters, "history": trained.history}
+    mf.write_json(work / TRAIN_JSON, info)
+    return info
+
+
+def _load_trained(work: Path) -> TrainResult:
+    from .keras_env import import_tf
+
+    info = _read_json(work, TRAIN_JSON, "train")
+    _, keras = import_tf()
+    model = keras.models.load_model(work / KERAS_MODEL, compile=False)
+    return TrainResult(model, mf.Scaler(**info["scaler"]), info["features"], info["threshold_float"],
+                       info["parameters"], info["history"])
+
+
+# -- quantize ----------------------------------------------------------------------------------
+
+def stage_quantize(recipe: Recipe, data_root: Path, work: Path, progress=None) -> dict:
+    trained = _load_trained(work)
+    prep = prepare(recipe, data_root)
+    _say(progress, "quantize", "converting to float32 and int8 TFLite")
+    q = _convert_only(prep, trained, recipe)
+    (work / mf.FLOAT_MODEL_FILE).write_bytes(q.float_model)
+    (work / mf.MODEL_FILE).write_bytes(q.int8_model)
+    np.save(work / REPRESENTATIVE, q.representative)
+    info = {"ops": q.ops, "size_bytes": q.size_bytes, "weight_bytes": q.weight_bytes,
+            "weight_ratio": q.weight_bytes["int8"] / max(q.weight_bytes["float"], 1),
+            "representative": {"rows": int(len(q.representative)), "origin": q.representative_origin,
+                               "file": REPRESENTATIVE}}
+    mf.write_json(work / QUANTIZE_JSON, info)
+    return info
+
+
+# -- verify ------------------------------------------------------------------------------------
+
+def stage_verify(recipe: Recipe, data_root: Path, work: Path, progress=None, gate: bool = True) -> dict:
+    trained = _load_trained(work)
+    _read_json(work, QUANTIZE_JSON, "quantize")
+    prep = prepare(recipe, data_root)
+    _say(progress, "verify", "scoring the test split with Keras, float TFLite and int8 TFLite")
+    report = verify(prep, trained, work / mf.FLOAT_MODEL_FILE, work / mf.MODEL_FILE, recipe)
+    mf.write_json(work / VERIFY_JSON, report)
+    if gate:
+        check_gate(report)
+    return report
+
+
+# -- build -------------------------------------------------------------------------------------
+
+def _versions() -> dict:
+    from importlib import metadata
+
+    found = {"tinyad": __version__, "python": platform.python_version(), "interpreter": load_runtime().describe()}
+    for dist in ("tensorflow", "tensorflow-cpu", "tf-keras", "xgboost", "xgboost-cpu", "scikit-learn", "numpy"):
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def _other_split(recipe: Recipe, data_root: Path, method: str, progress) -> dict:
+    """Train, convert and verify the same recipe on another split, for the report only."""
+    import tempfile
+
+    prep = prepare(recipe, data_root, split_method=method)
+    _say(progress, f"split {method}", "ranking features and training on this split")
+    chosen = select_features(prep, recipe, None, sweep=False)
+    trained = train(prep, chosen["selected"], recipe, progress)
+    q = _convert_only(prep, trained, recipe)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "f.tflite").write_bytes(q.float_model)
+        (Path(tmp) / "q.tflite").write_bytes(q.int8_model)
+        report = verify(prep, trained, Path(tmp) / "f.tflite", Path(tmp) / "q.tflite", recipe)
+    return {"split": prep.split, "features": chosen["selected"], "verify": report,
+            "xgboost_baseline": chosen["xgboost_baseline"]}
+
+
+def build(recipe: Recipe, data_root: Path, out: Path, work: Path, progress=None) -> dict:
+    """Every stage, then the bundle at ``out`` (written atomically). Returns the report."""
+    started = time.perf_counter()
+    work.mkdir(parents=True, exist_ok=True)
+    features = stage_select_features(recipe, data_root, work, progress)
+    train_info = stage_train(recipe, data_root, work, progress)
+    quant_info = stage_quantize(recipe, data_root, work, progress)
+    verify_report = stage_verify(recipe, data_root, work, progress, gate=False)
+    prep = prepare(recipe, data_root)
+    trained = _load_trained(work)
+    report = {"recipe": recipe.to_dict(), "data": _data_summary(prep), "split": prep.split, "features": features,
+              "train": {"parameters": train_info["parameters"], "epochs_run": _epochs_run(train_info["history"])},
+              "quantize": quant_info, "verify": verify_report,
+              "baselines": baselines.unsupervised(prep, trained, recipe), "splits": {}}
+    for method in recipe.split.also_report:
+        if method != recipe.split.method:
+            report["splits"][method] = _other_split(recipe, data_root, method, progress)
+    check_gate(verify_report)
+    x_test = scaled(prep, trained.features, trained.scaler, "test")
+    golden = golden_vectors(work / mf.MODEL_FILE, x_test, recipe.detector.kind, verify_report["threshold_int8"],
+                            recipe.quantize.golden_rows, recipe.seed)
+    manifest = _manifest(recipe, prep, trained, quant_info, verify_report, work)
+    report["build_seconds"] = time.perf_counter() - started
+    files = {mf.MODEL_FILE: (work / mf.MODEL_FILE).read_bytes(),
+             mf.FLOAT_MODEL_FILE: (work / mf.FLOAT_MODEL_FILE).read_bytes(),
+             REPRESENTATIVE: (work / REPRESENTATIVE).read_bytes()}
+    write_bundle(out, files, manifest, report, golden)
+    return report
+
+
+def _epochs_run(history: dict) -> dict:
+    if "loss" in history:
+        return {"model": len(history["loss"])}
+    return {part: len(h.get("loss", [])) for part, h in history.items()}
+
+
+def _data_summary(prep: Prepared) -> dict:
+    values, counts = np.unique(prep.dataset.classes, return_counts=True)
+    return {"name": prep.dataset.name, "sources": prep.dataset.sources, "citation": prep.dataset.citation,
+            "rows": int(len(prep.dataset.classes)), "candidate_features": int(prep.dataset.features.shape[1]),
+            "classes": {str(v): int(c) for v, c in zip(values, counts)}}
+
+
+def _manifest(recipe, prep, trained, quant_info, verify_report, work) -> mf.Manifest:
+    from .convert import io_quantization
+
+    (in_s, in_z), (out_s, out_z), in_shape, out_shape = io_quantization((work / mf.MODEL_FILE).read_bytes())
+    one_hot = {name: list(prep.dataset.one_hot[name]) for name in trained.features if name in prep.dataset.one_hot}
+    models = verify_report["models"]
+    return mf.Manifest(
+        name=recipe.name, detector=recipe.detector.kind, features=trained.features, scaler=trained.scaler,
+        input_quantization=mf.Quantization(in_s, in_z), output_quantization=mf.Quantization(out_s, out_z),
+        threshold=verify_report["threshold_int8"], threshold_float=verify_report["threshold_float"],
+        classes=prep.class_names, normal_class=prep.class_names[0], sha256="", input_shape=in_shape,
+        output_shape=out_shape, one_hot=one_hot,
+        metrics={"float": _headline(models["float"]), "int8": _headline(models["int8"]),
+                 "keras": _headline(models["keras"]), "int8_vs_float": verify_report["int8_vs_float"]},
+        size_bytes=quant_info["size_bytes"], weight_bytes=quant_info["weight_bytes"], recipe=recipe.to_dict(),
+        split=prep.split, calibration=quant_info["representative"], versions=_versions(),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+def _headline(m: dict) -> dict:
+    keys = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "confusion_matrix",
+            "threshold")
+    return {k: m[k] for k in keys}

@@ -1,0 +1,71 @@
+"""Load a recipe's data set once and split it: the common first step of every stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .recipe import Recipe
+from .split import describe_split, split_indices
+
+
+@dataclass
+class Prepared:
+    dataset: object                 # toolchain.datasets.Dataset
+    parts: dict                     # part name -> row indices
+    split: dict                     # what the bundle records of the split
+    is_attack: np.ndarray           # bool per row
+    class_index: np.ndarray         # int per row, index into class_names
+    class_names: list               # class_names[0] is the normal class
+
+    def raw(self, part: str, features: list[str]) -> np.ndarray:
+        return self.dataset.features[features].to_numpy(dtype=np.float64)[self.parts[part]]
+
+
+def _data_path(recipe: Recipe, root: Path, path):
+    base = Path(recipe.path).resolve().parent if recipe.data.relative_to == "recipe" else root
+    return [str(base / p) for p in path] if isinstance(path, list) else str(base / path)
+
+
+@lru_cache(maxsize=4)
+def _load(loader, root, path, label, target, normal, time_column, exclude):
+    from .datasets import load_dataset
+
+    return load_dataset(loader, Path(root), list(path) if isinstance(path, tuple) else path, label=label,
+                        target=target, normal=normal, time_column=time_column, exclude=list(exclude))
+
+
+def _subsample(classes: np.ndarray, max_rows: int, seed: int) -> np.ndarray:
+    from sklearn.model_selection import train_test_split
+
+    keep, _ = train_test_split(np.arange(len(classes)), train_size=max_rows, random_state=seed, stratify=classes)
+    return np.sort(keep)
+
+
+def prepare(recipe: Recipe, data_root: Path, split_method: str | None = None) -> Prepared:
+    """The recipe's data set, split by ``split_method`` (default: the recipe's)."""
+    d = recipe.data
+    path = _data_path(recipe, data_root, d.path)
+    dataset = _load(d.loader, str(data_root), tuple(path) if isinstance(path, list) else path, d.label, d.target,
+                    d.normal, d.time_column, tuple(d.exclude))
+    if d.max_rows and len(dataset.classes) > d.max_rows:
+        dataset = dataset.subset(_subsample(dataset.classes, d.max_rows, recipe.seed))
+    method = split_method or recipe.split.method
+    s = recipe.split
+    parts = split_indices(dataset.classes, dataset.time, method, (s.train, s.validation, s.test), recipe.seed)
+    normal = dataset.normal_class
+    if recipe.detector.kind == "vae_dnn" and recipe.detector.classes == "multi":
+        class_names = [normal] + sorted(c for c in set(dataset.classes.tolist()) if c != normal)
+    else:
+        class_names = [normal, "anomaly"]
+    is_attack = dataset.classes != normal
+    if len(class_names) > 2:
+        lookup = {c: i for i, c in enumerate(class_names)}
+        class_index = np.array([lookup[c] for c in dataset.classes], dtype=np.int64)
+    else:
+        class_index = is_attack.astype(np.int64)
+    record = describe_split(parts, dataset.classes, dataset.time, method, recipe.seed)
+    return Prepared(dataset, parts, record, is_attack, class_index, class_names)

@@ -1,0 +1,167 @@
+"""Build recipes: one TOML file per detector, loaded into typed dataclasses.
+
+Every hyper-parameter of a build lives in its recipe; CLI flags override a few.
+Unknown keys are errors, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from firmware_host.errors import RecipeError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+@dataclass
+class DataSpec:
+    loader: str
+    path: str | list[str]
+    label: str | None = None
+    target: str | None = None
+    normal: str | None = None
+    time_column: str | None = None
+    exclude: list[str] = field(default_factory=list)
+    max_rows: int | None = None          # cap after loading (stratified, seeded) for quick builds
+    relative_to: str = "data_root"       # "data_root" (--data-root / $TINYAD_DATA) or "recipe" (the TOML's folder)
+
+
+@dataclass
+class SplitSpec:
+    method: str = "random"               # "random" (stratified) or "time" (earlier rows train)
+    train: float = 0.6
+    validation: float = 0.2
+    test: float = 0.2
+    also_report: list[str] = field(default_factory=list)   # other split methods measured in the report
+
+
+@dataclass
+class FeatureSpec:
+    top_k: int = 10                      # 0 keeps every feature
+    sweep: list[int] = field(default_factory=lambda: [5, 10, 15, 0])
+    sweep_epochs: int = 5
+    xgb_rounds: int = 100
+
+
+@dataclass
+class PreprocessSpec:
+    log1p: str = "auto"                  # "auto" (heavy-tailed features), "all" or "none"
+    clip: float = 6.0
+
+
+@dataclass
+class DetectorSpec:
+    kind: str = "ae"                     # "ae" or "vae_dnn"
+    hidden: list[int] = field(default_factory=lambda: [32, 16])
+    latent: int = 4
+    classifier: list[int] = field(default_factory=lambda: [32, 16])
+    activation: str = "leaky_relu"
+    classes: str = "binary"              # vae_dnn: "binary" or "multi"
+    train_on: str = "normal"             # ae: "normal" (benign rows only) or "all"
+    epochs: int = 20
+    classifier_epochs: int = 20
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    beta: float = 1.0                    # vae: weight of the KL term
+    fine_tune_encoder: bool = True       # vae_dnn: let the classifier's loss also adjust the encoder
+    dropout: float = 0.0
+
+
+@dataclass
+class ThresholdSpec:
+    method: str = "f1"                   # "f1" (best F1 on validation) or "percentile" (of normal scores)
+    percentile: float = 99.0
+
+
+@dataclass
+class QuantizeSpec:
+    representative_rows: int = 500
+    representative_source: str = "train"   # "train" (all classes) or "normal"
+    per_channel: bool = True
+    golden_rows: int = 32
+
+
+@dataclass
+class VerifySpec:
+    max_f1_drop: float = 0.005
+
+
+@dataclass
+class Recipe:
+    name: str
+    data: DataSpec
+    description: str = ""
+    seed: int = 42
+    split: SplitSpec = field(default_factory=SplitSpec)
+    features: FeatureSpec = field(default_factory=FeatureSpec)
+    preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
+    detector: DetectorSpec = field(default_factory=DetectorSpec)
+    threshold: ThresholdSpec = field(default_factory=ThresholdSpec)
+    quantize: QuantizeSpec = field(default_factory=QuantizeSpec)
+    verify: VerifySpec = field(default_factory=VerifySpec)
+    path: str = ""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {"data": DataSpec, "split": SplitSpec, "features": FeatureSpec, "preprocess": PreprocessSpec,
+             "detector": DetectorSpec, "threshold": ThresholdSpec, "quantize": QuantizeSpec,
+             "verify": VerifySpec}
+_CHOICES = {("split", "method"): ("random", "time"), ("detector", "kind"): ("ae", "vae_dnn"),
+            ("detector", "classes"): ("binary", "multi"), ("detector", "train_on"): ("normal", "all"),
+            ("threshold", "method"): ("f1", "percentile"), ("preprocess", "log1p"): ("auto", "all", "none"),
+            ("quantize", "representative_source"): ("train", "normal"),
+            ("data", "relative_to"): ("data_root", "recipe")}
+
+
+def _section(path: Path, name: str, cls, values) -> object:
+    if not isinstance(values, dict):
+        raise RecipeError(f"{path}: [{name}] must be a table")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise RecipeError(f"{path}: unknown key(s) in [{name}]: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    try:
+        section = cls(**values)
+    except TypeError as exc:
+        raise RecipeError(f"{path}: [{name}] {exc}") from None
+    for (sec, key), allowed in _CHOICES.items():
+        if sec == name and getattr(section, key) not in allowed:
+            raise RecipeError(f"{path}: [{name}] {key} = {getattr(section, key)!r}; choose one of {', '.join(allowed)}")
+    return section
+
+
+def parse_recipe(data: dict, path: Path) -> Recipe:
+    top = {k: v for k, v in data.items() if k not in _SECTIONS}
+    known_top = {"name", "description", "seed"}
+    unknown = sorted(set(top) - known_top)
+    if unknown:
+        raise RecipeError(f"{path}: unknown top-level key(s): {', '.join(unknown)}")
+    if "data" not in data:
+        raise RecipeError(f"{path}: a recipe needs a [data] table (loader, path)")
+    sections = {name: _section(path, name, cls, data[name]) for name, cls in _SECTIONS.items() if name in data}
+    recipe = Recipe(name=str(top.get("name") or path.stem), description=str(top.get("description", "")),
+                    seed=int(top.get("seed", 42)), path=str(path), **sections)
+    s = recipe.split
+    if min(s.train, s.validation, s.test) <= 0 or abs(s.train + s.validation + s.test - 1.0) > 1e-6:
+        raise RecipeError(f"{path}: [split] train/validation/test must be positive and sum to 1")
+    return recipe
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read a recipe TOML file into a ``Recipe``."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: no such recipe (recipes live in models/*.toml)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"{path}: not valid TOML ({exc})") from None
+    return parse_recipe(data, path)
