@@ -1,7 +1,8 @@
 """Model outputs -> anomaly scores and verdicts, for every detector kind.
 
 The score is always "higher means more anomalous":
-- ``ae``: mean squared reconstruction error over features, in scaled units;
+- ``ae``: mean squared reconstruction error over features, in scaled units; the model's
+  output is the residual (input - reconstruction), computed inside the int8 model;
 - ``vae_dnn``: 1 - P(normal class) from the classifier's softmax.
 Used by verify (Keras, float TFLite and int8 outputs alike), run, bench and the device.
 """
@@ -22,16 +23,16 @@ class Verdicts:
     predicted: np.ndarray     # int class index (argmax for classifiers; 0/1 for the AE)
 
 
-def reconstruction_error(inputs: np.ndarray, reconstruction: np.ndarray) -> np.ndarray:
-    """Mean squared error per row between model input and its reconstruction."""
-    diff = np.asarray(reconstruction, np.float64) - np.asarray(inputs, np.float64)
-    return np.mean(diff.reshape(diff.shape[0], -1) ** 2, axis=1)
+def reconstruction_error(residual: np.ndarray) -> np.ndarray:
+    """Mean squared reconstruction error per row, from the model's residual output."""
+    residual = np.asarray(residual, np.float64)
+    return np.mean(residual.reshape(residual.shape[0], -1) ** 2, axis=1)
 
 
 def score(detector: str, inputs: np.ndarray, outputs: np.ndarray, normal_index: int = 0) -> np.ndarray:
     """Anomaly score per row from (dequantized) model inputs and outputs."""
     if detector == "ae":
-        return reconstruction_error(inputs, outputs)
+        return reconstruction_error(outputs)
     if detector == "vae_dnn":
         return 1.0 - np.asarray(outputs, np.float64)[:, normal_index]
     raise ValueError(f"unknown detector {detector!r}")

@@ -168,15 +168,13 @@ def verify(recipe, data_root, work):
 
     Exits non-zero when int8 F1 falls more than the recipe's max_f1_drop below float F1.
     """
-    from .pipeline import VERIFY_JSON, stage_verify
+    from .pipeline import stage_verify
+    from .verify import check_gate
 
     try:
         recipe, root, work = _setup(recipe, data_root, work)
-        stage_verify(recipe, root, work, Progress(), gate=False)
-        import json
-        report = json.loads((work / VERIFY_JSON).read_text())
+        report = stage_verify(recipe, root, work, Progress(), gate=False)
         _echo_verify(report)
-        from .verify import check_gate
         check_gate(report)
     except TinyadError as exc:
         raise click.ClickException(str(exc))

@@ -27,6 +27,7 @@ from firmware_host.interpreter import load_runtime
 
 from . import baselines, features as feats
 from .bundle import golden_vectors, write_bundle
+from .plots import plot_report
 from .prepare import Prepared, prepare
 from .quantize import quantize, representative_rows
 from .recipe import Recipe
@@ -35,6 +36,7 @@ from .verify import check_gate, verify
 
 FEATURES_JSON, TRAIN_JSON, KERAS_MODEL = "features.json", "train.json", "model.h5"
 QUANTIZE_JSON, VERIFY_JSON, REPRESENTATIVE = "quantize.json", "verify.json", "representative.npy"
+SCORES, PLOT = "test_scores.npz", "report.png"
 
 
 def _say(progress, stage: str, message: str) -> None:
@@ -146,8 +148,9 @@ def stage_verify(recipe: Recipe, data_root: Path, work: Path, progress=None, gat
     _read_json(work, QUANTIZE_JSON, "quantize")
     prep = prepare(recipe, data_root)
     _say(progress, "verify", "scoring the test split with Keras, float TFLite and int8 TFLite")
-    report = verify(prep, trained, work / mf.FLOAT_MODEL_FILE, work / mf.MODEL_FILE, recipe)
+    report, scores = verify(prep, trained, work / mf.FLOAT_MODEL_FILE, work / mf.MODEL_FILE, recipe)
     mf.write_json(work / VERIFY_JSON, report)
+    np.savez(work / SCORES, **scores)
     if gate:
         check_gate(report)
     return report
@@ -179,7 +182,7 @@ def _other_split(recipe: Recipe, data_root: Path, method: str, progress) -> dict
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "f.tflite").write_bytes(q.float_model)
         (Path(tmp) / "q.tflite").write_bytes(q.int8_model)
-        report = verify(prep, trained, Path(tmp) / "f.tflite", Path(tmp) / "q.tflite", recipe)
+        report, _ = verify(prep, trained, Path(tmp) / "f.tflite", Path(tmp) / "q.tflite", recipe)
     return {"split": prep.split, "features": chosen["selected"], "verify": report,
             "xgboost_baseline": chosen["xgboost_baseline"]}
 
@@ -202,6 +205,7 @@ def build(recipe: Recipe, data_root: Path, out: Path, work: Path, progress=None)
         if method != recipe.split.method:
             report["splits"][method] = _other_split(recipe, data_root, method, progress)
     check_gate(verify_report)
+    plot_report(report, dict(np.load(work / SCORES)), work / PLOT)
     x_test = scaled(prep, trained.features, trained.scaler, "test")
     golden = golden_vectors(work / mf.MODEL_FILE, x_test, recipe.detector.kind, verify_report["threshold_int8"],
                             recipe.quantize.golden_rows, recipe.seed)
@@ -209,7 +213,8 @@ def build(recipe: Recipe, data_root: Path, out: Path, work: Path, progress=None)
     report["build_seconds"] = time.perf_counter() - started
     files = {mf.MODEL_FILE: (work / mf.MODEL_FILE).read_bytes(),
              mf.FLOAT_MODEL_FILE: (work / mf.FLOAT_MODEL_FILE).read_bytes(),
-             REPRESENTATIVE: (work / REPRESENTATIVE).read_bytes()}
+             REPRESENTATIVE: (work / REPRESENTATIVE).read_bytes(),
+             PLOT: (work / PLOT).read_bytes()}
     write_bundle(out, files, manifest, report, golden)
     return report
 

@@ -49,13 +49,17 @@ def train(prep: Prepared, features: list[str], recipe: Recipe, progress=None, ep
     if epochs is not None:
         spec = type(spec)(**{**spec.__dict__, "epochs": epochs, "classifier_epochs": epochs})
     train_raw = prep.raw("train", features)
-    scaler = fit_scaler(train_raw, recipe.preprocess.log1p, recipe.preprocess.clip)
-    x_train, x_val = scale_rows(train_raw, scaler), scaled(prep, features, scaler, "validation")
     attack_train = prep.is_attack[prep.parts["train"]]
     attack_val = prep.is_attack[prep.parts["validation"]]
+    learns_normal_only = spec.kind == "ae" and spec.train_on == "normal"
+    # The scaler is fitted on the rows the model learns from: for a benign-only AE, benign
+    # training rows, so that "how far from normal" is measured in normal traffic's own units.
+    scaler = fit_scaler(train_raw[~attack_train] if learns_normal_only else train_raw,
+                        recipe.preprocess.log1p, recipe.preprocess.clip)
+    x_train, x_val = scale_rows(train_raw, scaler), scaled(prep, features, scaler, "validation")
     if spec.kind == "ae":
-        keep_train = ~attack_train if spec.train_on == "normal" else np.ones_like(attack_train)
-        keep_val = ~attack_val if spec.train_on == "normal" else np.ones_like(attack_val)
+        keep_train = ~attack_train if learns_normal_only else np.ones_like(attack_train)
+        keep_val = ~attack_val if learns_normal_only else np.ones_like(attack_val)
         result = detectors.train_autoencoder(x_train[keep_train], x_val[keep_val], spec, recipe.seed, progress)
     else:
         result = detectors.train_vae_dnn(x_train, prep.class_index[prep.parts["train"]], x_val,

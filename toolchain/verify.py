@@ -40,8 +40,11 @@ def per_class(prep: Prepared, part: str, scores: np.ndarray) -> dict:
     return table
 
 
-def verify(prep: Prepared, trained: TrainResult, float_path: Path, int8_path: Path, recipe: Recipe) -> dict:
-    """Metrics of the Keras, float TFLite and int8 TFLite models on test, through the device's loader."""
+def verify(prep: Prepared, trained: TrainResult, float_path: Path, int8_path: Path, recipe: Recipe
+           ) -> tuple[dict, dict]:
+    """Metrics of the Keras, float TFLite and int8 TFLite models on test, through the device's loader.
+
+    Returns (report, test scores per model) -- the scores feed the report's plots."""
     kind = recipe.detector.kind
     runtime = load_runtime()
     x_val = scaled(prep, trained.features, trained.scaler, "validation")
@@ -73,7 +76,9 @@ def verify(prep: Prepared, trained: TrainResult, float_path: Path, int8_path: Pa
     report["f1_drop"] = report["models"]["float"]["f1"] - report["models"]["int8"]["f1"]
     report["max_f1_drop"] = recipe.verify.max_f1_drop
     report["passed"] = report["f1_drop"] <= recipe.verify.max_f1_drop + 1e-12
-    return report
+    scores["keras"] = keras_test
+    scores["is_attack"] = test_attack
+    return report, scores
 
 
 def check_gate(report: dict) -> None:
