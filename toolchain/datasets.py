@@ -1,0 +1,283 @@
+"""Loaders for the real data sets tinyad builds from, each returning one ``Dataset``.
+
+Loaders only read and validate: no imputation, scaling or splitting happens here
+(those are fitted on the training split only, later). Every data problem raises a
+one-line ``DataError`` naming the file, and where it applies the line and column.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from firmware_host.errors import DataError
+
+SOURCES = {
+    "sdn_ddos": "Mendeley Data doi:10.17632/jxpfjc64kr.1 (Ahuja et al. 2020, CC BY 4.0)",
+    "nbaiot": "UCI ML repository, 'detection_of_IoT_botnet_attacks_N_BaIoT' (Meidan et al. 2018)",
+    "ton_iot": "UNSW Canberra, https://research.unsw.edu.au/projects/toniot-datasets (Moustafa et al.)",
+    "nsl_kdd": "University of New Brunswick, https://www.unb.ca/cic/datasets/nsl.html (Tavallaee et al. 2009)",
+    "csv": "your own CSV file",
+}
+SDN_IDENTIFIERS = ("src", "dst", "dt", "switch")
+SDN_PROTOCOLS = ("UDP", "TCP", "ICMP")
+NSL_KDD_COLUMNS = (
+    "duration protocol_type service flag src_bytes dst_bytes land wrong_fragment urgent hot "
+    "num_failed_logins logged_in num_compromised root_shell su_attempted num_root num_file_creations "
+    "num_shells num_access_files num_outbound_cmds is_host_login is_guest_login count srv_count serror_rate "
+    "srv_serror_rate rerror_rate srv_rerror_rate same_srv_rate diff_srv_rate srv_diff_host_rate "
+    "dst_host_count dst_host_srv_count dst_host_same_srv_rate dst_host_diff_srv_rate "
+    "dst_host_same_src_port_rate dst_host_srv_diff_host_rate dst_host_serror_rate dst_host_srv_serror_rate "
+    "dst_host_rerror_rate dst_host_srv_rerror_rate").split()
+
+
+@dataclass
+class Dataset:
+    """Candidate features and per-row classes of one data set."""
+
+    name: str
+    features: "pd.DataFrame"             # numeric candidate features (float64), original names
+    classes: np.ndarray                  # per-row class name (str)
+    normal_class: str                    # the class name meaning "normal"
+    time: np.ndarray | None = None       # per-row sortable time key (seconds or ticks), for split="time"
+    identifiers: "pd.DataFrame | None" = None   # leak-prone columns kept out of the features
+    sources: list = field(default_factory=list)
+    citation: str = ""
+    one_hot: dict = field(default_factory=dict)  # feature name -> (source column, value) for derived 0/1 columns
+
+    def subset(self, rows: np.ndarray) -> "Dataset":
+        """The same data set restricted to ``rows`` (positions), re-indexed from 0."""
+        pick = lambda frame: None if frame is None else frame.iloc[rows].reset_index(drop=True)
+        return Dataset(self.name, pick(self.features), self.classes[rows], self.normal_class,
+                       None if self.time is None else self.time[rows], pick(self.identifiers), self.sources,
+                       self.citation, self.one_hot)
+
+
+def resolve_data_root(explicit: str | os.PathLike | None = None, *, search_defaults: bool = True) -> Path:
+    """Where recipes' data paths start: ``explicit``, else ``$TINYAD_DATA``, else ``../shared/data``
+    (from the working directory, then from the project checkout) when it exists."""
+    if explicit:
+        root = Path(explicit)
+        if not root.is_dir():
+            raise DataError(f"data root {root} is not a folder")
+        return root
+    env = os.environ.get("TINYAD_DATA")
+    if env:
+        if not Path(env).is_dir():
+            raise DataError(f"TINYAD_DATA={env} is not a folder")
+        return Path(env)
+    if search_defaults:
+        for candidate in (Path.cwd() / ".." / "shared" / "data",
+                          Path(__file__).resolve().parents[1].parent / "shared" / "data"):
+            if candidate.is_dir():
+                return candidate.resolve()
+    raise DataError("no data root: pass --data-root DIR or set TINYAD_DATA (default ../shared/data does not exist)")
+
+
+# -- reading and validating ----------------------------------------------------------------------
+
+def _read_csv(path: Path, loader: str, **kwargs):
+    import pandas as pd
+
+    if not path.is_file():
+        raise DataError(f"{path}: no such file; get it from {SOURCES.get(loader, SOURCES['csv'])}")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file")
+    try:
+        frame = pd.read_csv(path, encoding="utf-8-sig", low_memory=False, **kwargs)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: empty file") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, EOFError, OSError) as exc:
+        raise DataError(f"{path}: not a readable CSV ({str(exc).splitlines()[0][:200]})") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if len(frame) == 0:
+        raise DataError(f"{path}: has a header but no data rows")
+    return frame
+
+
+def _require(frame, path: Path, column: str) -> None:
+    if column not in frame.columns:
+        raise DataError(f"{path}: label column '{column}' is missing; columns are: {', '.join(frame.columns)}")
+
+
+def _numeric(frame, path: Path, columns, header_lines: int = 1):
+    """The columns as float64; the first non-numeric cell is an error naming its line and column."""
+    import pandas as pd
+
+    out = {}
+    for column in columns:
+        raw = frame[column]
+        values = pd.to_numeric(raw, errors="coerce")
+        present = raw.notna() & (raw.astype(str).str.strip() != "")
+        bad = np.flatnonzero(present.to_numpy() & values.isna().to_numpy())
+        if bad.size:
+            row = int(bad[0])
+            raise DataError(f"{path} line {row + 1 + header_lines}, column '{column}': "
+                            f"{str(raw.iloc[row]).strip()!r} is not a number")
+        if values.isna().all():
+            raise DataError(f"{path}: column '{column}' is empty in every row")
+        out[column] = values.astype(np.float64).to_numpy()
+    return pd.DataFrame(out, index=frame.index, columns=list(columns))
+
+
+def _with_one_hot(frame, features, encode: dict, one_hot: dict):
+    """``features`` plus 0/1 columns ``<column>_<value>`` for each column -> categories in ``encode``."""
+    import pandas as pd
+
+    extra = {}
+    for column, categories in encode.items():
+        cleaned = frame[column].astype(str).str.strip()
+        for value in categories:
+            extra[f"{column}_{value}"] = (cleaned == value).astype(np.float64).to_numpy()
+            one_hot[f"{column}_{value}"] = (column, value)
+    return pd.concat([features, pd.DataFrame(extra, index=features.index)], axis=1) if extra else features
+
+
+# -- loaders -----------------------------------------------------------------------------------
+
+def _load_sdn(path: Path, exclude, **_) -> Dataset:
+    frame = _read_csv(path, "sdn_ddos")
+    _require(frame, path, "label")
+    labels = _numeric(frame, path, ["label"])["label"].to_numpy()
+    if not set(np.unique(labels)) <= {0.0, 1.0}:
+        raise DataError(f"{path}: column 'label' must hold 0 (benign) or 1 (attack)")
+    numeric_columns = [c for c in frame.columns
+                       if c not in SDN_IDENTIFIERS + ("label", "Protocol") and c not in exclude]
+    features = _numeric(frame, path, numeric_columns)
+    one_hot = {}
+    if "Protocol" in frame.columns and "Protocol" not in exclude:
+        features = _with_one_hot(frame, features, {"Protocol": SDN_PROTOCOLS}, one_hot)
+    identifiers = None
+    present = [c for c in SDN_IDENTIFIERS if c in frame.columns]
+    if present:
+        import pandas as pd
+        identifiers = pd.DataFrame({c: (pd.to_numeric(frame[c], errors="coerce") if c in ("dt", "switch")
+                                        else frame[c].astype("category").cat.codes).astype(np.float64)
+                                    for c in present})
+    time = identifiers["dt"].to_numpy() if identifiers is not None and "dt" in identifiers else None
+    return Dataset("sdn_ddos", features.reset_index(drop=True), np.where(labels == 1, "attack", "benign"),
+                   "benign", time, identifiers, [str(path)], SOURCES["sdn_ddos"], one_hot)
+
+
+def _load_nbaiot(paths: list[Path], exclude, **_) -> Dataset:
+    import pandas as pd
+
+    frames, classes = [], []
+    for path in paths:
+        frame = _read_csv(path, "nbaiot")
+        frames.append(_numeric(frame, path, [c for c in frame.columns if c not in exclude]))
+        classes += [path.name.split(".")[0]] * len(frame)
+    columns = list(frames[0].columns)
+    for path, frame in zip(paths, frames):
+        if list(frame.columns) != columns:
+            raise DataError(f"{path}: columns differ from {paths[0].name}'s")
+    normal = [p.name.split(".")[0] for p in paths if p.name.startswith("benign")]
+    if not normal:
+        raise DataError(f"N-BaIoT: no benign file among {', '.join(p.name for p in paths)}")
+    return Dataset("nbaiot", pd.concat(frames, ignore_index=True), np.array(classes), normal[0], None, None,
+                   [str(p) for p in paths], SOURCES["nbaiot"])
+
+
+def _load_ton_iot(path: Path, exclude, target=None, **_) -> Dataset:
+    import pandas as pd
+
+    frame = _read_csv(path, "ton_iot")
+    target = target or "label"
+    if target not in ("label", "type"):
+        raise DataError(f"TON_IoT target must be 'label' or 'type', not {target!r}")
+    for column in ("label", "type", "date", "time"):
+        _require(frame, path, column)
+    stamp = pd.to_datetime(frame["date"].astype(str).str.strip() + " " + frame["time"].astype(str).str.strip(),
+                           format="%d-%b-%y %H:%M:%S", errors="coerce")
+    if stamp.isna().any():
+        row = int(np.flatnonzero(stamp.isna().to_numpy())[0])
+        raise DataError(f"{path} line {row + 2}, columns 'date'/'time': "
+                        f"{frame['date'].iloc[row]!r} {frame['time'].iloc[row]!r} is not a date and time")
+    device = [c for c in frame.columns if c not in ("date", "time", "label", "type") and c not in exclude]
+    numeric, one_hot = [], {}
+    categorical = []
+    for column in device:
+        converted = pd.to_numeric(frame[column], errors="coerce")
+        text = frame[column].astype(str).str.strip()
+        if converted.isna().mean() > 0.5 and text.nunique() <= 20:
+            categorical.append(column)
+        else:
+            numeric.append(column)
+    features = _with_one_hot(frame, _numeric(frame, path, numeric),
+                             {c: sorted(frame[c].astype(str).str.strip().unique()) for c in categorical}, one_hot)
+    if target == "label":
+        labels = _numeric(frame, path, ["label"])["label"].to_numpy()
+        classes = np.where(labels == 1, "attack", "normal")
+    else:
+        classes = frame["type"].astype(str).str.strip().to_numpy()
+    time = (stamp.astype("int64") // 10**9).to_numpy(dtype=np.float64)
+    return Dataset("ton_iot", features.reset_index(drop=True), classes, "normal", time, None, [str(path)],
+                   SOURCES["ton_iot"], one_hot)
+
+
+def _load_nsl_kdd(path: Path, exclude, target=None, **_) -> Dataset:
+    frame = _read_csv(path, "nsl_kdd", header=None)
+    if frame.shape[1] not in (42, 43):
+        raise DataError(f"{path}: expected 43 columns (41 features, attack, difficulty), found {frame.shape[1]}")
+    frame = frame.iloc[:, :42]
+    frame.columns = list(NSL_KDD_COLUMNS) + ["attack"]
+    categorical = ("protocol_type", "service", "flag")
+    features = _numeric(frame, path, [c for c in NSL_KDD_COLUMNS if c not in categorical and c not in exclude],
+                        header_lines=0)
+    one_hot = {}
+    features = _with_one_hot(frame, features, {c: sorted(frame[c].astype(str).str.strip().unique())
+                                               for c in categorical if c not in exclude}, one_hot)
+    attack = frame["attack"].astype(str).str.strip().to_numpy()
+    classes = attack if target == "attack" else np.where(attack == "normal", "normal", "attack")
+    return Dataset("nsl_kdd", features.reset_index(drop=True), classes, "normal", None, None, [str(path)],
+                   SOURCES["nsl_kdd"], one_hot)
+
+
+def _load_csv(path: Path, exclude, label=None, normal=None, time_column=None, **_) -> Dataset:
+    import pandas as pd
+
+    if not label:
+        raise DataError(f"{path}: the generic CSV loader needs the label column (recipe [data] label, or --label)")
+    frame = _read_csv(path, "csv")
+    _require(frame, path, label)
+    classes = frame[label].astype(str).str.strip().to_numpy()
+    if time_column:
+        _require(frame, path, time_column)
+    columns = [c for c in frame.columns if c not in (label, time_column) and c not in exclude]
+    features = _numeric(frame, path, columns)
+    if normal is None:
+        present = set(classes.tolist())
+        normal = next((c for c in ("0", "normal", "benign", "BENIGN", "Normal") if c in present), None)
+        if normal is None:
+            raise DataError(f"{path}: cannot tell which '{label}' value is normal; set [data] normal in the recipe")
+    time = None
+    if time_column:
+        values = pd.to_numeric(frame[time_column], errors="coerce")
+        if values.isna().any():
+            values = pd.to_datetime(frame[time_column], errors="coerce").astype("int64") / 1e9
+        time = values.to_numpy(dtype=np.float64)
+    return Dataset(path.stem, features.reset_index(drop=True), classes, normal, time, None, [str(path)],
+                   SOURCES["csv"])
+
+
+LOADERS = {"sdn_ddos": _load_sdn, "nbaiot": _load_nbaiot, "ton_iot": _load_ton_iot, "nsl_kdd": _load_nsl_kdd,
+           "csv": _load_csv}
+
+
+def load_dataset(loader: str, root: Path, path: str | list[str], *, label: str | None = None,
+                 target: str | None = None, normal: str | None = None, time_column: str | None = None,
+                 exclude=()) -> Dataset:
+    """Load ``path`` (relative to ``root``; a list of files for N-BaIoT) with the named loader."""
+    if loader not in LOADERS:
+        raise DataError(f"unknown loader {loader!r}; known: {', '.join(LOADERS)}")
+    root = Path(root)
+    if loader == "nbaiot":
+        paths = [root / p for p in ([path] if isinstance(path, str) else path)]
+        return _load_nbaiot(paths, tuple(exclude))
+    if not isinstance(path, str):
+        raise DataError(f"loader {loader!r} reads one file; got {len(path)}")
+    return LOADERS[loader](root / path, tuple(exclude), label=label, target=target, normal=normal,
+                           time_column=time_column)
