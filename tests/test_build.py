@@ -128,3 +128,52 @@ def test_same_recipe_and_seed_reproduce_the_metrics(tmp_path):
         stage_select_features(recipe, Path("."), tmp_path / run)
         thresholds.append(stage_train(recipe, Path("."), tmp_path / run)["threshold_float"])
     assert thresholds[0] == pytest.approx(thresholds[1], rel=1e-3)
+
+
+def test_generic_csv_build_with_label_flag_and_refusal_to_clobber(tmp_path):
+    """A user's own CSV through `--label`; an --out that is not a bundle is never replaced."""
+    import pandas as pd
+
+    from conftest import SLICE
+
+    frame = pd.read_csv(SLICE).drop(columns=["src", "dst", "dt", "switch", "Protocol"]).dropna()
+    frame = frame.rename(columns={"label": "verdict"}).iloc[:1500]
+    frame.to_csv(tmp_path / "mine.csv", index=False)
+    recipe = tmp_path / "mine.toml"
+    recipe.write_text("[data]\nloader = 'csv'\npath = 'mine.csv'\nrelative_to = 'recipe'\n"
+                      "[features]\ntop_k = 5\nsweep = []\nxgb_rounds = 20\n"
+                      "[detector]\nkind = 'ae'\nhidden = [8]\nlatent = 3\nactivation = 'tanh'\nepochs = 3\n"
+                      "[verify]\nmax_f1_drop = 1.0\n")
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    result = invoke("build", recipe, "--out", precious, "--work", tmp_path / "w")
+    assert result.exit_code == 1 and "needs the label column" in result.output
+    result = invoke("build", recipe, "--label", "verdict", "--out", precious, "--work", tmp_path / "w")
+    assert result.exit_code == 1 and "not a tinyad bundle" in result.output
+    assert (precious / "notes.txt").read_text() == "keep me"
+    out = tmp_path / "bundle"
+    result = invoke("build", recipe, "--label", "verdict", "--out", out, "--work", tmp_path / "w")
+    assert result.exit_code == 0, result.output
+    manifest = load_manifest(out)
+    assert manifest.detector == "ae" and manifest.normal_class == "0" and len(manifest.features) == 5
+    # Rebuilding over an existing bundle replaces it.
+    assert invoke("build", recipe, "--label", "verdict", "--out", out, "--work", tmp_path / "w").exit_code == 0
+
+
+def test_multiclass_vae_dnn_on_nbaiot(shared_data, tmp_path):
+    from toolchain.pipeline import build
+    from toolchain.recipe import load_recipe
+
+    path = tmp_path / "multi.toml"
+    path.write_text("name = 'multi'\n[data]\nloader = 'nbaiot'\npath = ['n_baiot/benign_traffic.csv', "
+                    "'n_baiot/scan.csv', 'n_baiot/thermostat_udp.csv']\n[features]\ntop_k = 10\nsweep = []\n"
+                    "xgb_rounds = 20\n[detector]\nkind = 'vae_dnn'\nclasses = 'multi'\nhidden = [16]\nlatent = 4\n"
+                    "classifier = [16]\nepochs = 10\nclassifier_epochs = 30\nbatch_size = 32\n"
+                    "[verify]\nmax_f1_drop = 0.05\n")
+    report = build(load_recipe(path), shared_data, tmp_path / "bundle", tmp_path / "work")
+    manifest = load_manifest(tmp_path / "bundle")
+    assert manifest.classes == ["benign_traffic", "scan", "thermostat_udp"] and manifest.output_shape == [1, 3]
+    multi = report["verify"]["models"]["int8"]["multiclass"]
+    assert multi["classes"] == manifest.classes and multi["accuracy"] > 0.8
+    assert set(report["verify"]["models"]["int8"]["per_class"]) == {"scan", "thermostat_udp"}

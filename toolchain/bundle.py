@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from firmware_host import manifest as mf
+from firmware_host.errors import BundleError
 from firmware_host.interpreter import load_runtime
 from firmware_host.runner import TFLiteModel, model_scores
 from firmware_host import scoring
@@ -42,6 +43,8 @@ def model_runtime_name() -> str:
 def write_bundle(out: Path, files: dict[str, bytes], manifest: mf.Manifest, report: dict, golden: dict) -> Path:
     """Write the bundle to ``out`` atomically: nothing appears at ``out`` unless every file was written."""
     out = Path(out)
+    if out.exists() and not (out / mf.MANIFEST_FILE).is_file():
+        raise BundleError(f"{out} exists and is not a tinyad bundle; refusing to replace it (choose another --out)")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:

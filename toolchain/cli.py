@@ -43,6 +43,8 @@ class Progress:
 
 
 def _common(function):
+    function = click.option("--label", default=None,
+                            help="Label column for the generic CSV loader (overrides the recipe's [data] label)")(function)
     function = click.option("--data-root", type=click.Path(file_okay=False), default=None,
                             help="Folder the recipe's data paths are relative to "
                                  "[default: $TINYAD_DATA, else ../shared/data]")(function)
@@ -51,11 +53,13 @@ def _common(function):
     return click.argument("recipe", type=click.Path(dir_okay=False))(function)
 
 
-def _setup(recipe_path, data_root, work):
+def _setup(recipe_path, data_root, work, label=None):
     from .datasets import resolve_data_root
     from .recipe import load_recipe
 
     recipe = load_recipe(recipe_path)
+    if label:
+        recipe.data.label = label
     root = resolve_data_root(data_root) if recipe.data.relative_to == "data_root" else Path(".")
     return recipe, root, Path(work) if work else Path("build") / f"{recipe.name}.work"
 
@@ -74,7 +78,7 @@ def _echo_verify(report: dict) -> None:
 @_common
 @click.option("--out", "-o", type=click.Path(file_okay=False), default=None,
               help="Bundle directory to write [default: build/<recipe name>]")
-def build(recipe, data_root, work, out):
+def build(recipe, label, data_root, work, out):
     """Run every stage of RECIPE and write a device bundle.
 
     Stages: select-features -> train -> quantize -> verify -> bundle. The bundle is written
@@ -83,7 +87,7 @@ def build(recipe, data_root, work, out):
     from .pipeline import build as run_build
 
     try:
-        recipe, root, work = _setup(recipe, data_root, work)
+        recipe, root, work = _setup(recipe, data_root, work, label)
         out = Path(out) if out else Path("build") / recipe.name
         report = run_build(recipe, root, out, work, Progress())
     except TinyadError as exc:
@@ -102,7 +106,7 @@ def build(recipe, data_root, work, out):
 
 @click.command("select-features")
 @_common
-def select_features(recipe, data_root, work):
+def select_features(recipe, label, data_root, work):
     """Rank RECIPE's candidate features by XGBoost gain and sweep k (5, 10, 15, all).
 
     Prints the ranked table, the leakage check of identifier columns, and for each k the
@@ -111,7 +115,7 @@ def select_features(recipe, data_root, work):
     from .pipeline import stage_select_features
 
     try:
-        recipe, root, work = _setup(recipe, data_root, work)
+        recipe, root, work = _setup(recipe, data_root, work, label)
         result = stage_select_features(recipe, root, work, Progress())
     except TinyadError as exc:
         raise click.ClickException(str(exc))
@@ -132,12 +136,12 @@ def select_features(recipe, data_root, work):
 
 @click.command("train")
 @_common
-def train(recipe, data_root, work):
+def train(recipe, label, data_root, work):
     """Fit the scaler and train RECIPE's detector on the selected features (after select-features)."""
     from .pipeline import stage_train
 
     try:
-        recipe, root, work = _setup(recipe, data_root, work)
+        recipe, root, work = _setup(recipe, data_root, work, label)
         info = stage_train(recipe, root, work, Progress())
     except TinyadError as exc:
         raise click.ClickException(str(exc))
@@ -147,12 +151,12 @@ def train(recipe, data_root, work):
 
 @click.command("quantize")
 @_common
-def quantize(recipe, data_root, work):
+def quantize(recipe, label, data_root, work):
     """Convert the trained model to float32 and full-integer int8 TFLite and check the int8 op list."""
     from .pipeline import stage_quantize
 
     try:
-        recipe, root, work = _setup(recipe, data_root, work)
+        recipe, root, work = _setup(recipe, data_root, work, label)
         info = stage_quantize(recipe, root, work, Progress())
     except TinyadError as exc:
         raise click.ClickException(str(exc))
@@ -163,7 +167,7 @@ def quantize(recipe, data_root, work):
 
 @click.command("verify")
 @_common
-def verify(recipe, data_root, work):
+def verify(recipe, label, data_root, work):
     """Score the test split with the Keras, float TFLite and int8 TFLite models and apply the gate.
 
     Exits non-zero when int8 F1 falls more than the recipe's max_f1_drop below float F1.
@@ -172,7 +176,7 @@ def verify(recipe, data_root, work):
     from .verify import check_gate
 
     try:
-        recipe, root, work = _setup(recipe, data_root, work)
+        recipe, root, work = _setup(recipe, data_root, work, label)
         report = stage_verify(recipe, root, work, Progress(), gate=False)
         _echo_verify(report)
         check_gate(report)

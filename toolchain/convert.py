@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +26,7 @@ def convert(model, *, int8: bool, representative: np.ndarray | None = None, per_
     ``int8=True`` quantizes weights and activations to int8 (int8 input and output
     tensors), calibrated on ``representative`` rows (model-input units).
     """
-    from .keras_env import import_tf
+    from .keras_env import import_tf, native_stderr_captured
 
     tf, _ = import_tf()
     input_shape = [1] + [int(d) for d in model.input_shape[1:]]
@@ -54,32 +50,12 @@ def convert(model, *, int8: bool, representative: np.ndarray | None = None, per_
         if not per_channel:
             # Some TFLite Micro builds mishandle per-channel Dense weights; per-tensor is the safe fallback.
             converter._experimental_disable_per_channel_quantization_for_dense_layers = True
-    with _native_stderr_captured() as captured:
+    with native_stderr_captured() as captured:
         try:
             return converter.convert()
         except Exception as exc:  # the converter raises a zoo of internal error types
             detail = str(exc).splitlines()[0][:300] if str(exc) else captured()
             raise QuantizationError(f"TFLite conversion failed: {detail}") from None
-
-
-@contextlib.contextmanager
-def _native_stderr_captured():
-    """The converter's C++ side logs to file descriptor 2; keep that off the user's terminal.
-    Yields a function returning the last captured line (used in error messages)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as sink:
-        os.dup2(sink.fileno(), 2)
-
-        def last_line() -> str:
-            sink.seek(0)
-            lines = [l for l in sink.read().decode(errors="replace").splitlines() if l.strip()]
-            return lines[-1][:300] if lines else "no detail"
-        try:
-            yield last_line
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 def _dtype_name(t) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -106,7 +107,9 @@ def stage_train(recipe: Recipe, data_root: Path, work: Path, progress=None) -> d
     selected = _read_json(work, FEATURES_JSON, "select-features")["selected"]
     prep = prepare(recipe, data_root)
     trained = train(prep, selected, recipe, progress)
-    trained.model.save(work / KERAS_MODEL)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="You are saving your model as an HDF5 file")
+        trained.model.save(work / KERAS_MODEL)
     info = {"features": trained.features, "scaler": trained.scaler.__dict__, "threshold_float": trained.threshold_float,
             "parameters": trained.parameters, "history": trained.history}
     mf.write_json(work / TRAIN_JSON, info)
