@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 from .errors import InterpreterUnavailable
 
-# (name, module holding Interpreter, distribution name for the version)
+# (name, module to import, attribute path to the namespace holding Interpreter, distribution for the version)
 CANDIDATES = (
-    ("ai_edge_litert", "ai_edge_litert.interpreter", "ai-edge-litert"),
-    ("tflite_runtime", "tflite_runtime.interpreter", "tflite-runtime"),
-    ("tensorflow", "tensorflow.lite", "tensorflow"),
+    ("ai_edge_litert", "ai_edge_litert.interpreter", "", "ai-edge-litert"),
+    ("tflite_runtime", "tflite_runtime.interpreter", "", "tflite-runtime"),
+    # The package module tensorflow.lite lacks Interpreter; the public API attribute tf.lite has it.
+    ("tensorflow", "tensorflow", "lite", "tensorflow"),
 )
 INSTALL_HINT = "pip install ai-edge-litert   (or: pip install tflite-runtime 'numpy<2')"
 
@@ -62,9 +63,12 @@ def _version(distribution: str) -> str:
         return "unknown"
 
 
-def _try_import(name: str, module_name: str, distribution: str):
+def _try_import(name: str, module_name: str, attribute: str, distribution: str):
     try:
         module = importlib.import_module(module_name)
+        if attribute:
+            module = getattr(module, attribute)
+        module.Interpreter  # noqa: B018 - fail here, not at first use
     except (ImportError, AttributeError, RuntimeError) as exc:
         # tflite_runtime built for numpy 1 fails here under numpy 2 ("_ARRAY_API not found").
         return None, f"{name}: {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -84,10 +88,10 @@ def load_runtime(preferred: str | None = None) -> Runtime:
     if preferred and preferred not in names:
         raise InterpreterUnavailable(f"unknown interpreter {preferred!r}; choose one of {', '.join(names)}")
     failures = []
-    for name, module_name, distribution in CANDIDATES:
+    for name, module_name, attribute, distribution in CANDIDATES:
         if preferred and name != preferred:
             continue
-        runtime, failure = _try_import(name, module_name, distribution)
+        runtime, failure = _try_import(name, module_name, attribute, distribution)
         if runtime is not None:
             _cached[key] = runtime
             return runtime

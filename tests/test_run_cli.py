@@ -161,3 +161,22 @@ def test_every_command_has_help():
         assert result.exit_code == 0, (name, result.output)
         command = main.get_command(None, name)
         assert command.help and len(command.help.strip()) > 20, name
+
+
+def test_fallback_interpreter_passes_self_test_and_gives_identical_verdicts(built_bundle, tmp_path):
+    """TINYAD_INTERPRETER=tensorflow takes the last-resort loader path; verdicts must not change."""
+    import os
+    import subprocess
+    import sys
+
+    outputs = {}
+    for name in ("ai_edge_litert", "tensorflow"):
+        out = tmp_path / f"{name}.csv"
+        env = {**os.environ, "TINYAD_INTERPRETER": name}
+        result = subprocess.run([sys.executable, "-m", "firmware_host.cli", "run", str(built_bundle), "--input",
+                                 str(SLICE), "--output", str(out)], env=env, capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert name in result.stderr.splitlines()[-1]
+        outputs[name] = [(v["row"], v["is_anomaly"]) for v in read_verdicts(out)]
+    assert outputs["ai_edge_litert"] == outputs["tensorflow"]

@@ -26,13 +26,14 @@ from firmware_host import manifest as mf
 from firmware_host.errors import RecipeError
 from firmware_host.interpreter import load_runtime
 
-from . import baselines, features as feats
+from . import baselines, metrics
+from . import features as feats
 from .bundle import golden_vectors, write_bundle
 from .plots import plot_report
 from .prepare import Prepared, prepare
 from .quantize import quantize, representative_rows
 from .recipe import Recipe
-from .train import TrainResult, scaled, train
+from .train import TrainResult, keras_scores, scaled, train
 from .verify import check_gate, verify
 
 FEATURES_JSON, TRAIN_JSON, KERAS_MODEL = "features.json", "train.json", "model.h5"
@@ -76,8 +77,6 @@ def select_features(prep: Prepared, recipe: Recipe, progress=None, sweep: bool =
             _say(progress, "select-features", f"k-sweep: k={k or 'all'} ({len(chosen)} features)")
             trained = train(prep, chosen, recipe, None, epochs=spec.sweep_epochs)
             q = _convert_only(prep, trained, recipe)
-            from .train import keras_scores
-            from . import metrics
             val_scores, _ = keras_scores(recipe, trained.model, scaled(prep, chosen, trained.scaler, "validation"))
             attack = prep.is_attack[prep.parts["validation"]]
             m = metrics.detection_metrics(attack, val_scores, val_scores > trained.threshold_float)
