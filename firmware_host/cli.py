@@ -84,14 +84,15 @@ def run(bundle, input_path, output_path, skip_self_test, batch_rows):
     from .csv_input import VERDICT_HEADER, open_text, read_batches, verdict_rows
     from .runner import Detector
 
+    from .csv_input import atomic_output
+
     try:
         detector = Detector(bundle, self_test=not skip_self_test)
         if skip_self_test:
             click.echo("warning: golden-vector self-test skipped; verdicts are unchecked on this machine", err=True)
         stream, source = open_text(input_path)
-        out = open(output_path, "w", newline="") if output_path else sys.stdout
         anomalies = rows = 0
-        try:
+        with atomic_output(output_path) as out:
             writer = csv.writer(out)
             writer.writerow(VERDICT_HEADER)
             for raw in read_batches(stream, detector.manifest, source, batch_rows):
@@ -99,9 +100,6 @@ def run(bundle, input_path, output_path, skip_self_test, batch_rows):
                 writer.writerows(verdict_rows(rows, verdicts, detector.manifest))
                 rows += len(raw)
                 anomalies += int(verdicts.is_anomaly.sum())
-        finally:
-            if output_path:
-                out.close()
     except TinyadError as exc:
         raise fail(exc)
     click.echo(f"{rows} rows, {anomalies} anomalies ({detector.runtime.describe()})", err=True)

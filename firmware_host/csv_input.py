@@ -6,9 +6,12 @@ ignored; one-hot features (``Protocol_UDP``) are derived from their source colum
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
+import os
+import sys
 from typing import Iterator, TextIO
 
 import numpy as np
@@ -85,8 +88,6 @@ def read_batches(stream: TextIO, manifest: Manifest, source: str, batch_rows: in
 
 def open_text(path: str) -> tuple[TextIO, str]:
     """A text stream for a path, ``-`` for stdin, or a .gz file."""
-    import sys
-
     if path == "-":
         return sys.stdin, "<stdin>"
     try:
@@ -107,3 +108,24 @@ def verdict_rows(first_row: int, verdicts, manifest: Manifest) -> list[list]:
     """CSV rows (row id, score, 0/1, class name) for one batch of verdicts."""
     return [[first_row + i, f"{score:.6g}", int(flag), manifest.classes[int(cls)]]
             for i, (score, flag, cls) in enumerate(zip(verdicts.scores, verdicts.is_anomaly, verdicts.predicted))]
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | None):
+    """A text stream for the verdicts: stdout, or a temporary file renamed to ``path`` only on success,
+    so a run that stops on a bad row never leaves a half-written verdict file behind."""
+    if not path:
+        yield sys.stdout
+        return
+    temporary = f"{path}.tmp-{os.getpid()}"
+    try:
+        handle = open(temporary, "w", newline="")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot write the verdicts ({exc.strerror})") from None
+    try:
+        with handle:
+            yield handle
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)

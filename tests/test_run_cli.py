@@ -180,3 +180,18 @@ def test_fallback_interpreter_passes_self_test_and_gives_identical_verdicts(buil
         assert name in result.stderr.splitlines()[-1]
         outputs[name] = [(v["row"], v["is_anomaly"]) for v in read_verdicts(out)]
     assert outputs["ai_edge_litert"] == outputs["tensorflow"]
+
+
+def test_a_run_that_fails_midway_leaves_no_verdict_file(built_bundle, tmp_path):
+    manifest = load_manifest(built_bundle)
+    columns = sorted({manifest.one_hot.get(f, [f])[0] for f in manifest.features})
+    good = ",".join("1" if c != "Protocol" else "UDP" for c in columns)
+    bad = ",".join("x" if c != "Protocol" else "UDP" for c in columns)
+    path = tmp_path / "late_bad.csv"
+    path.write_text(",".join(columns) + "\n" + (good + "\n") * 600 + bad + "\n")
+    out = tmp_path / "verdicts.csv"
+    result = invoke("run", built_bundle, "--input", path, "--output", out, "--batch-rows", 100)
+    assert result.exit_code == 1 and "line 602" in result.output
+    assert list(tmp_path.iterdir()) == [path]
+    result = invoke("run", built_bundle, "--input", SLICE, "--output", tmp_path / "no" / "such" / "dir.csv")
+    assert result.exit_code == 1 and "cannot write the verdicts" in result.output

@@ -64,6 +64,17 @@ def _setup(recipe_path, data_root, work, label=None):
     return recipe, root, Path(work) if work else Path("build") / f"{recipe.name}.work"
 
 
+def _run_stage(stage: str, recipe_path, label, data_root, work, **kwargs):
+    """Load the recipe, run one pipeline function by name, and map TinyadError to a CLI error."""
+    from . import pipeline
+
+    try:
+        recipe, root, work = _setup(recipe_path, data_root, work, label)
+        return recipe, work, getattr(pipeline, stage)(recipe, root, work, progress=Progress(), **kwargs)
+    except TinyadError as exc:
+        raise click.ClickException(str(exc))
+
+
 def _echo_verify(report: dict) -> None:
     click.echo(f"verify on {report['test_rows']} test rows ({report['interpreter']}):")
     for line in metrics_table(report["models"]):
@@ -112,13 +123,7 @@ def select_features(recipe, label, data_root, work):
     Prints the ranked table, the leakage check of identifier columns, and for each k the
     detector's validation F1 and int8 size. Writes features.json to the work folder.
     """
-    from .pipeline import stage_select_features
-
-    try:
-        recipe, root, work = _setup(recipe, data_root, work, label)
-        result = stage_select_features(recipe, root, work, Progress())
-    except TinyadError as exc:
-        raise click.ClickException(str(exc))
+    recipe, work, result = _run_stage("stage_select_features", recipe, label, data_root, work)
     click.echo(f"{'rank':>4}  {'feature':<28}{'gain share':>11}")
     for row in result["ranking"]:
         mark = "*" if row["feature"] in result["selected"] else " "
@@ -138,13 +143,7 @@ def select_features(recipe, label, data_root, work):
 @_common
 def train(recipe, label, data_root, work):
     """Fit the scaler and train RECIPE's detector on the selected features (after select-features)."""
-    from .pipeline import stage_train
-
-    try:
-        recipe, root, work = _setup(recipe, data_root, work, label)
-        info = stage_train(recipe, root, work, Progress())
-    except TinyadError as exc:
-        raise click.ClickException(str(exc))
+    recipe, work, info = _run_stage("stage_train", recipe, label, data_root, work)
     click.echo(f"trained {recipe.detector.kind}: {info['parameters']} parameters, float threshold "
                f"{info['threshold_float']:.6g}; saved to {work}")
 
@@ -153,13 +152,7 @@ def train(recipe, label, data_root, work):
 @_common
 def quantize(recipe, label, data_root, work):
     """Convert the trained model to float32 and full-integer int8 TFLite and check the int8 op list."""
-    from .pipeline import stage_quantize
-
-    try:
-        recipe, root, work = _setup(recipe, data_root, work, label)
-        info = stage_quantize(recipe, root, work, Progress())
-    except TinyadError as exc:
-        raise click.ClickException(str(exc))
+    recipe, work, info = _run_stage("stage_quantize", recipe, label, data_root, work)
     click.echo(f"int8 {info['size_bytes']['int8']} B, float {info['size_bytes']['float']} B; weight bytes int8 "
                f"{info['weight_bytes']['int8']} / float {info['weight_bytes']['float']} = {info['weight_ratio']:.3f}")
     click.echo(f"int8 ops: {', '.join(info['ops'])}")
@@ -172,13 +165,11 @@ def verify(recipe, label, data_root, work):
 
     Exits non-zero when int8 F1 falls more than the recipe's max_f1_drop below float F1.
     """
-    from .pipeline import stage_verify
     from .verify import check_gate
 
+    _, _, report = _run_stage("stage_verify", recipe, label, data_root, work, gate=False)
+    _echo_verify(report)
     try:
-        recipe, root, work = _setup(recipe, data_root, work, label)
-        report = stage_verify(recipe, root, work, Progress(), gate=False)
-        _echo_verify(report)
         check_gate(report)
     except TinyadError as exc:
         raise click.ClickException(str(exc))
