@@ -61,7 +61,7 @@ class DetectorSpec:
     hidden: list[int] = field(default_factory=lambda: [32, 16])
     latent: int = 4
     classifier: list[int] = field(default_factory=lambda: [32, 16])
-    activation: str = "leaky_relu"
+    activation: str = "relu6"           # bounded: keeps int8 activation ranges narrow
     classes: str = "binary"              # vae_dnn: "binary" or "multi"
     train_on: str = "normal"             # ae: "normal" (benign rows only) or "all"
     epochs: int = 20
