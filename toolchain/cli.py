@@ -94,6 +94,13 @@ def build(recipe, label, data_root, work, out):
 
     Stages: select-features -> train -> quantize -> verify -> bundle. The bundle is written
     to a temporary folder and renamed into place only when complete and past the verify gate.
+    Recipes live in models/*.toml.
+
+    \b
+    Examples:
+      tinyad build models/default.toml --out build/default
+      tinyad build models/sdn_ddos_vae_dnn.toml --data-root ../shared/data
+      tinyad build my_recipe.toml --label is_attack --out build/mine
     """
     from .pipeline import build as run_build
 
