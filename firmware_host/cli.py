@@ -91,11 +91,12 @@ def run(bundle, input_path, output_path, skip_self_test, batch_rows):
         if skip_self_test:
             click.echo("warning: golden-vector self-test skipped; verdicts are unchecked on this machine", err=True)
         stream, source = open_text(input_path)
+        batches = read_batches(stream, detector.manifest, source, batch_rows)
         anomalies = rows = 0
         with atomic_output(output_path) as out:
             writer = csv.writer(out)
             writer.writerow(VERDICT_HEADER)
-            for raw in read_batches(stream, detector.manifest, source, batch_rows):
+            for raw in batches:
                 verdicts = detector.predict(raw)
                 writer.writerows(verdict_rows(rows, verdicts, detector.manifest))
                 rows += len(raw)

@@ -60,7 +60,9 @@ class FeatureReader:
 
 
 def read_batches(stream: TextIO, manifest: Manifest, source: str, batch_rows: int = 256) -> Iterator[np.ndarray]:
-    """Yield (rows, features) float arrays of at most ``batch_rows`` rows, in input order."""
+    """(rows, features) float arrays of at most ``batch_rows`` rows, in input order.
+
+    The header is checked now, so a missing column is reported before any verdict is written."""
     reader = csv.reader(stream)
     try:
         header = next(reader)
@@ -68,7 +70,10 @@ def read_batches(stream: TextIO, manifest: Manifest, source: str, batch_rows: in
         raise DataError(f"{source}: empty input (expected a CSV header with {', '.join(manifest.features)})") from None
     except csv.Error as exc:
         raise DataError(f"{source} line 1: not valid CSV ({exc})") from None
-    features = FeatureReader(header, manifest, source)
+    return _batches(reader, FeatureReader(header, manifest, source), source, batch_rows)
+
+
+def _batches(reader, features: FeatureReader, source: str, batch_rows: int) -> Iterator[np.ndarray]:
     batch = []
     line = 1
     try:

@@ -95,7 +95,9 @@ class Manifest:
             fields["input_quantization"] = Quantization(**data["input_quantization"])
             fields["output_quantization"] = Quantization(**data["output_quantization"])
             manifest = cls(**fields)
-        except (KeyError, TypeError) as exc:
+        except KeyError as exc:
+            raise BundleError(f"{source}: malformed manifest (missing field {exc})") from None
+        except TypeError as exc:
             raise BundleError(f"{source}: malformed manifest ({exc})") from None
         if manifest.detector not in DETECTORS:
             raise BundleError(f"{source}: unknown detector {manifest.detector!r}; known: {', '.join(DETECTORS)}")

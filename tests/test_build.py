@@ -177,3 +177,17 @@ def test_multiclass_vae_dnn_on_nbaiot(shared_data, tmp_path):
     multi = report["verify"]["models"]["int8"]["multiclass"]
     assert multi["classes"] == manifest.classes and multi["accuracy"] > 0.8
     assert set(report["verify"]["models"]["int8"]["per_class"]) == {"scan", "thermostat_udp"}
+
+
+def test_build_commands_on_a_run_only_install_say_what_to_install(tmp_path):
+    """pandas made unimportable in a real subprocess, as on a Pi with `pip install tinyad`."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['pandas'] = None\n"
+            "from firmware_host.cli import main\n"
+            f"main(['build', {str(write_recipe(tmp_path))!r}])\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "pip install 'tinyad[train]'" in result.stderr and "missing: pandas" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -105,6 +105,7 @@ def test_run_names_missing_columns(built_bundle, tmp_path):
     result = invoke("run", built_bundle, "--input", path)
     assert result.exit_code != 0 and "missing input column" in result.output
     assert "Traceback" not in result.output
+    assert result.stdout == ""   # no verdict header before the refusal
 
 
 def test_run_names_line_and_column_of_a_bad_cell(built_bundle, tmp_path):

@@ -54,8 +54,14 @@ def _common(function):
 
 
 def _setup(recipe_path, data_root, work, label=None):
+    from . import missing_build_modules
     from .datasets import resolve_data_root
     from .recipe import load_recipe
+
+    missing = missing_build_modules()
+    if missing:
+        raise click.ClickException(f"building needs the build extra: pip install 'tinyad[train]' "
+                                   f"(missing: {', '.join(missing)})")
 
     recipe = load_recipe(recipe_path)
     if label:
