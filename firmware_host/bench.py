@@ -51,7 +51,30 @@ def bench_model(path: Path, runtime, invokes: int, warmup: int, seed: int) -> di
     elapsed = time.perf_counter() - start
     return {"file_bytes": path.stat().st_size, "invoke_us_p50": float(np.percentile(timings, 50) / 1e3),
             "invoke_us_p99": float(np.percentile(timings, 99) / 1e3), "invoke_us_mean": float(timings.mean() / 1e3),
-            "rows_per_second": float(invokes / elapsed), "rss_growth_bytes": int(max(loaded - before, 0))}
+            "rows_per_second": float(invokes / elapsed), "rss_growth_bytes": int(max(loaded - before, 0)),
+            "batched_rows_per_second": _batched_throughput(path, runtime, rows, BATCH_ROWS),
+            "batch_rows": BATCH_ROWS}
+
+
+BATCH_ROWS = 64
+
+
+def _batched_throughput(path: Path, runtime, rows: np.ndarray, batch: int) -> float | None:
+    """Rows per second with the input resized to ``batch`` rows per invoke (None if the model
+    cannot be resized, as with a recurrent model converted for a fixed batch)."""
+    interpreter = runtime.open(path)
+    index = interpreter.get_input_details()[0]["index"]
+    try:
+        interpreter.resize_tensor_input(index, [batch] + list(rows.shape[1:]))
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError):
+        return None
+    usable = len(rows) // batch * batch
+    start = time.perf_counter()
+    for first in range(0, usable, batch):
+        interpreter.set_tensor(index, rows[first:first + batch])
+        interpreter.invoke()
+    return float(usable / (time.perf_counter() - start))
 
 
 def bench_bundle(bundle: str | os.PathLike, invokes: int = 2000, warmup: int = 100, seed: int = 0) -> dict:
@@ -71,5 +94,7 @@ def bench_bundle(bundle: str | os.PathLike, invokes: int = 2000, warmup: int = 1
     result["weight_ratio_int8_to_float"] = (manifest.weight_bytes.get("int8", 0) /
                                             max(manifest.weight_bytes.get("float", 0), 1))
     result["latency_ratio_int8_to_float"] = result["int8"]["invoke_us_p50"] / result["float"]["invoke_us_p50"]
+    batched = (result["int8"]["batched_rows_per_second"], result["float"]["batched_rows_per_second"])
+    result["batched_throughput_ratio_int8_to_float"] = batched[0] / batched[1] if all(batched) else None
     result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return result

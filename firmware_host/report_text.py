@@ -52,12 +52,15 @@ def manifest_lines(m: Manifest, interpreter_here: str) -> list[str]:
 
 def bench_lines(r: dict) -> list[str]:
     lines = [f"bench {r['name']} ({r['detector']}) on {r['interpreter']}, {r['invokes']} invokes per model",
-             f"{'model':<7}{'bytes':>9}{'p50 us':>10}{'p99 us':>10}{'rows/s':>11}{'RSS +KB':>10}"]
+             f"{'model':<7}{'bytes':>9}{'p50 us':>10}{'p99 us':>10}{'rows/s':>11}{'batched rows/s':>16}{'RSS +KB':>10}"]
     for name in ("float", "int8"):
         m = r[name]
+        batched = f"{m['batched_rows_per_second']:.0f} (x{m['batch_rows']})" if m["batched_rows_per_second"] else "n/a"
         lines.append(f"{name:<7}{m['file_bytes']:>9}{m['invoke_us_p50']:>10.1f}{m['invoke_us_p99']:>10.1f}"
-                     f"{m['rows_per_second']:>11.0f}{m['rss_growth_bytes'] // 1024:>10}")
+                     f"{m['rows_per_second']:>11.0f}{batched:>16}{m['rss_growth_bytes'] // 1024:>10}")
     lines.append(f"int8/float: file size {r['size_ratio_int8_to_float']:.3f}, weight bytes "
-                 f"{r['weight_ratio_int8_to_float']:.3f}, p50 latency {r['latency_ratio_int8_to_float']:.3f}")
+                 f"{r['weight_ratio_int8_to_float']:.3f}, p50 latency {r['latency_ratio_int8_to_float']:.3f}"
+                 + (f", batched throughput {r['batched_throughput_ratio_int8_to_float']:.2f}"
+                    if r["batched_throughput_ratio_int8_to_float"] else ""))
     lines.append(f"peak RSS of this process: {r['peak_rss_bytes'] / 2**20:.1f} MiB")
     return lines

@@ -153,6 +153,7 @@ def test_bench_measures_both_models(built_bundle):
     for name in ("int8", "float"):
         assert data[name]["invoke_us_p50"] > 0 and data[name]["invoke_us_p99"] >= data[name]["invoke_us_p50"]
     assert 0 < data["size_ratio_int8_to_float"] < 2
+    assert data["int8"]["batched_rows_per_second"] > 0 and data["batched_throughput_ratio_int8_to_float"] > 0
     assert data["peak_rss_bytes"] > 0
 
 
