@@ -76,10 +76,6 @@ class Manifest:
     created: str = ""
     schema_version: int = SCHEMA_VERSION
 
-    @property
-    def multiclass(self) -> bool:
-        return len(self.classes) > 2
-
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -17,7 +17,7 @@ import numpy as np
 from . import quant, scoring
 from .errors import BundleError, SelfTestError
 from .interpreter import Runtime, load_runtime
-from .manifest import FLOAT_MODEL_FILE, GOLDEN_FILE, MODEL_FILE, Manifest, check_model_hash, load_manifest
+from .manifest import GOLDEN_FILE, MODEL_FILE, Manifest, check_model_hash, load_manifest
 from .preprocess import scale_rows
 
 GOLDEN_TOLERANCE_LSB = 1
@@ -71,18 +71,19 @@ class Detector:
     """
 
     def __init__(self, bundle: str | os.PathLike, *, self_test: bool = True, runtime: Runtime | None = None,
-                 model_file: str = MODEL_FILE, num_threads: int = 1):
+                 num_threads: int = 1):
         self.bundle = Path(bundle)
         self.manifest: Manifest = load_manifest(self.bundle)
-        if model_file == MODEL_FILE:
-            check_model_hash(self.bundle, self.manifest)
+        check_model_hash(self.bundle, self.manifest)
         self.runtime = runtime or load_runtime()
-        self.model = TFLiteModel(self.bundle / model_file, self.runtime, num_threads=num_threads)
-        self.quantized = self.model.input_dtype == np.int8
+        self.model = TFLiteModel(self.bundle / MODEL_FILE, self.runtime, num_threads=num_threads)
+        if self.model.input_dtype != np.int8 or self.model.output_dtype != np.int8:
+            raise BundleError(f"{self.bundle / MODEL_FILE}: not a full-integer model (input {self.model.input_dtype}, "
+                              f"output {self.model.output_dtype}); rebuild the bundle")
         self.normal_index = self.manifest.classes.index(self.manifest.normal_class)
-        self.threshold = self.manifest.threshold if self.quantized else self.manifest.threshold_float
+        self.threshold = self.manifest.threshold
         self.self_test_result: SelfTestResult | None = None
-        if self_test and self.quantized:
+        if self_test:
             self.self_test_result = run_self_test(self)
             if not self.self_test_result.passed:
                 r = self.self_test_result
@@ -103,12 +104,9 @@ class Detector:
 
     # -- the pipeline, split so the serial agent can use the quantized half alone --
     def prepare(self, raw_rows: np.ndarray) -> np.ndarray:
-        """Raw feature rows -> model input tensor values (int8 for the int8 model)."""
-        scaled = scale_rows(raw_rows, self.manifest.scaler)
-        if not self.quantized:
-            return scaled
+        """Raw feature rows -> int8 model input values."""
         q = self.manifest.input_quantization
-        return quant.quantize(scaled, q.scale, q.zero_point)
+        return quant.quantize(scale_rows(raw_rows, self.manifest.scaler), q.scale, q.zero_point)
 
     def predict_prepared(self, inputs: np.ndarray) -> tuple[scoring.Verdicts, np.ndarray]:
         """Model input values -> (verdicts, raw outputs)."""
@@ -117,9 +115,8 @@ class Detector:
 
     def decide(self, inputs: np.ndarray, outputs: np.ndarray) -> scoring.Verdicts:
         m = self.manifest
-        if self.quantized:
-            inputs = quant.dequantize(inputs, m.input_quantization.scale, m.input_quantization.zero_point)
-            outputs = quant.dequantize(outputs, m.output_quantization.scale, m.output_quantization.zero_point)
+        inputs = quant.dequantize(inputs, m.input_quantization.scale, m.input_quantization.zero_point)
+        outputs = quant.dequantize(outputs, m.output_quantization.scale, m.output_quantization.zero_point)
         scores = scoring.score(m.detector, inputs, outputs, self.normal_index)
         return scoring.decide(m.detector, scores, outputs, self.threshold, self.normal_index)
 

@@ -40,6 +40,12 @@ def multiclass_metrics(true_index: np.ndarray, predicted_index: np.ndarray, clas
             "classes": list(classes)}
 
 
+def roc_auc(is_attack: np.ndarray, scores: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(is_attack, scores))
+
+
 def tpr_at_fpr(is_attack: np.ndarray, scores: np.ndarray, max_fpr: float) -> float:
     """The best true-positive rate reachable with a false-positive rate no higher than ``max_fpr``."""
     from sklearn.metrics import roc_curve
