@@ -197,3 +197,14 @@ def test_a_run_that_fails_midway_leaves_no_verdict_file(built_bundle, tmp_path):
     assert list(tmp_path.iterdir()) == [path]
     result = invoke("run", built_bundle, "--input", SLICE, "--output", tmp_path / "no" / "such" / "dir.csv")
     assert result.exit_code == 1 and "cannot write the verdicts" in result.output
+
+
+def test_run_refuses_a_float_model_even_with_a_matching_hash(bundle_copy):
+    from firmware_host.manifest import FLOAT_MODEL_FILE, MANIFEST_FILE, sha256_file
+
+    (bundle_copy / MODEL_FILE).write_bytes((bundle_copy / FLOAT_MODEL_FILE).read_bytes())
+    data = json.loads((bundle_copy / MANIFEST_FILE).read_text())
+    data["sha256"] = sha256_file(bundle_copy / MODEL_FILE)
+    (bundle_copy / MANIFEST_FILE).write_text(json.dumps(data))
+    result = invoke("run", bundle_copy, "--input", SLICE)
+    assert result.exit_code == 1 and "not a full-integer model" in result.output
