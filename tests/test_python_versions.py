@@ -41,3 +41,26 @@ def test_run_side_on_other_pythons_gives_identical_verdicts(version, built_bundl
     assert theirs.read_bytes() == ours.read_bytes()
     listed = subprocess.run([str(venv / "bin" / "pip"), "list"], capture_output=True, text=True).stdout.lower()
     assert "tensorflow" not in listed and "xgboost" not in listed and "pandas" not in listed
+
+
+@pytest.mark.slow
+def test_tflite_runtime_gives_byte_identical_verdicts(built_bundle, tmp_path):
+    """The other interpreter a Pi may have: tflite-runtime 2.14 (numpy<2), builtin kernels on both."""
+    if sys.version_info >= (3, 12):
+        pytest.skip("tflite-runtime 2.14 has wheels for Python <= 3.11 only")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = str(venv / "bin" / "pip")
+    install = subprocess.run([pip, "install", "-q", "tflite-runtime==2.14.0", "numpy<2", "click", "pyserial"],
+                             capture_output=True, text=True, timeout=600)
+    if install.returncode != 0:
+        pytest.skip(f"tflite-runtime 2.14 not installable here: {install.stderr[-300:]}")
+    subprocess.run([pip, "install", "-q", "--no-deps", str(ROOT)], check=True, capture_output=True, timeout=600)
+    theirs, ours = tmp_path / "tflite_runtime.csv", tmp_path / "ai_edge_litert.csv"
+    for command, out in (([str(venv / "bin" / "tinyad")], theirs), ([sys.executable, "-m", "firmware_host.cli"], ours)):
+        result = subprocess.run(command + ["run", str(built_bundle), "--input", str(SLICE), "--output", str(out)],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+    assert "tflite_runtime 2.14.0 (builtin kernels)" in subprocess.run(
+        [str(venv / "bin" / "tinyad"), "info", str(built_bundle)], capture_output=True, text=True).stdout
+    assert theirs.read_bytes() == ours.read_bytes()

@@ -18,18 +18,22 @@ from firmware_host import scoring
 
 def golden_vectors(int8_path: Path, x_scaled: np.ndarray, detector: str, threshold: float, rows: int,
                    seed: int) -> dict:
-    """About ``rows`` quantized inputs spread over the score range, with the int8 outputs this host computed.
+    """About ``rows`` quantized inputs spread evenly over the *values* of the score, with the int8
+    outputs this host computed.
 
-    Rows whose score sits within 2 % of the score range of the threshold are left out, so a
-    correct device that differs by 1 LSB cannot flip a golden verdict."""
+    Spreading over score values rather than ranks puts most golden rows where outputs are not
+    saturated -- where a kernel that rounds differently shows it (XNNPACK vs builtin kernels
+    differed only on such rows). Rows within 2 % of the score range of the threshold are left
+    out, so a correct device that differs by 1 LSB cannot flip a golden verdict."""
     model = TFLiteModel(int8_path, load_runtime())
     scores, outputs, quantized, raw = model_scores(model, x_scaled, detector)
     span = float(np.ptp(scores)) or 1.0
     eligible = np.flatnonzero(np.abs(scores - threshold) > 0.02 * span)
     if len(eligible) == 0:
         eligible = np.arange(len(scores))
-    order = eligible[np.argsort(scores[eligible], kind="stable")]
-    pick = order[np.unique(np.linspace(0, len(order) - 1, min(rows, len(order))).round().astype(int))]
+    targets = np.linspace(scores[eligible].min(), scores[eligible].max(), rows)
+    nearest = np.abs(scores[eligible][None, :] - targets[:, None]).argmin(axis=1)
+    pick = eligible[np.unique(nearest)]
     verdicts = scoring.decide(detector, scores[pick], outputs[pick], threshold)
     return {"interpreter": model_runtime_name(), "inputs": quantized[pick].tolist(), "outputs": raw[pick].tolist(),
             "scores": scores[pick].tolist(), "is_anomaly": verdicts.is_anomaly.tolist(),

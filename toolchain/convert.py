@@ -64,7 +64,7 @@ def _dtype_name(t) -> str:
 
 def op_list(model_bytes: bytes) -> list[OpInfo]:
     """The model's ops as converted (builtin kernels, no delegate), with their tensor types."""
-    interpreter = load_runtime().open(model_content=model_bytes, delegates=False)
+    interpreter = load_runtime().open(model_content=model_bytes, kernels="builtin")
     return [OpInfo(op["op_name"], [_dtype_name(t) for t in op["operand_types"]],
                    [_dtype_name(t) for t in op["result_types"]])
             for op in interpreter._get_ops_details()]
@@ -96,7 +96,7 @@ def assert_int8(model_bytes: bytes) -> list[OpInfo]:
 
 def weight_bytes(model_bytes: bytes) -> int:
     """Bytes of the constant tensors (weights, biases): op inputs that no op produces."""
-    interpreter = load_runtime().open(model_content=model_bytes, delegates=False)
+    interpreter = load_runtime().open(model_content=model_bytes, kernels="builtin")
     ops = interpreter._get_ops_details()
     produced = {int(t) for op in ops for t in op["outputs"]}
     graph_inputs = {int(d["index"]) for d in interpreter.get_input_details()}
@@ -111,7 +111,7 @@ def weight_bytes(model_bytes: bytes) -> int:
 
 def io_quantization(model_bytes: bytes) -> tuple[tuple[float, int], tuple[float, int], list[int], list[int]]:
     """(input scale, zero point), (output scale, zero point), input shape, output shape."""
-    interpreter = load_runtime().open(model_content=model_bytes, delegates=False)
+    interpreter = load_runtime().open(model_content=model_bytes, kernels="builtin")
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     return ((float(inp["quantization"][0]), int(inp["quantization"][1])),
             (float(out["quantization"][0]), int(out["quantization"][1])),

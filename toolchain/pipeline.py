@@ -245,7 +245,7 @@ def _manifest(recipe, prep, trained, quant_info, verify_report, work) -> mf.Mani
         input_quantization=mf.Quantization(in_s, in_z), output_quantization=mf.Quantization(out_s, out_z),
         threshold=verify_report["threshold_int8"], threshold_float=verify_report["threshold_float"],
         classes=prep.class_names, normal_class=prep.class_names[0], sha256="", input_shape=in_shape,
-        output_shape=out_shape, one_hot=one_hot,
+        output_shape=out_shape, one_hot=one_hot, kernels=load_runtime().kernels,
         metrics={"float": _headline(models["float"]), "int8": _headline(models["int8"]),
                  "keras": _headline(models["keras"]), "int8_vs_float": verify_report["int8_vs_float"]},
         size_bytes=quant_info["size_bytes"], weight_bytes=quant_info["weight_bytes"], recipe=recipe.to_dict(),
