@@ -90,8 +90,9 @@ class Detector:
                 raise SelfTestError(
                     f"self-test failed on {r.interpreter}: outputs differ from the build host's by up to "
                     f"{r.max_abs_diff_lsb} LSB (allowed {GOLDEN_TOLERANCE_LSB}) and {r.verdict_mismatches} of "
-                    f"{r.rows} golden verdicts differ; this interpreter/CPU computes the model wrongly, "
-                    "refusing to serve (use --skip-self-test to override)")
+                    f"{r.rows} golden verdicts differ; this interpreter/CPU does not compute what the build host "
+                    f"computed (bundle built with {self.manifest.kernels} kernels), refusing to serve "
+                    "(use --skip-self-test to override)")
 
     def __enter__(self) -> "Detector":
         return self
