@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import importlib
 import json
-import sys
 
 import click
 

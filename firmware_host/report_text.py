@@ -36,12 +36,13 @@ def manifest_lines(m: Manifest, interpreter_here: str) -> list[str]:
              f"size        int8 {m.size_bytes.get('int8')} B, float {m.size_bytes.get('float')} B; weights int8 "
              f"{m.weight_bytes.get('int8')} B, float {m.weight_bytes.get('float')} B",
              f"sha256      {m.sha256}",
+             f"kernels     {m.kernels} (golden vectors and metrics were computed with these)",
              f"split       {m.split.get('method')} (seed {m.split.get('seed')}), test rows "
              f"{m.split.get('test', {}).get('rows')}",
-             f"built with  " + ", ".join(f"{k} {v}" for k, v in m.versions.items()),
+             "built with  " + ", ".join(f"{k} {v}" for k, v in m.versions.items()),
              f"runs here   {interpreter_here}",
              "test metrics:"]
-    models = {k: v for k, v in m.metrics.items() if k in ("keras", "float", "int8")}
+    models = {k: m.metrics[k] for k in ("keras", "float", "int8") if k in m.metrics}
     lines += ["  " + line for line in metrics_table(models)]
     agree = m.metrics.get("int8_vs_float")
     if agree:

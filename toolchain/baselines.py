@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from . import metrics
 from .prepare import Prepared
 from .recipe import Recipe

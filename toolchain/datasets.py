@@ -10,10 +10,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from firmware_host.errors import DataError
+
+if TYPE_CHECKING:  # pandas is imported where a loader needs it
+    import pandas as pd
 
 SOURCES = {
     "sdn_ddos": "Mendeley Data doi:10.17632/jxpfjc64kr.1 (Ahuja et al. 2020, CC BY 4.0)",
