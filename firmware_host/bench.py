@@ -11,7 +11,7 @@ import numpy as np
 
 from .interpreter import load_runtime
 from .manifest import FLOAT_MODEL_FILE, MODEL_FILE, load_manifest
-from .runner import TFLiteModel
+from .runner import Detector, TFLiteModel, run_self_test
 
 
 def _rss_bytes() -> int:
@@ -86,8 +86,11 @@ def bench_bundle(bundle: str | os.PathLike, invokes: int = 2000, warmup: int = 1
     # so that neither measured model carries it.
     TFLiteModel(bundle / FLOAT_MODEL_FILE, runtime).invoke_one(
         np.zeros(manifest.input_shape[1:], dtype=np.float32))
+    self_test = run_self_test(Detector(bundle, self_test=False, runtime=runtime))
     result = {"bundle": str(bundle), "name": manifest.name, "detector": manifest.detector,
               "interpreter": runtime.describe(), "invokes": invokes,
+              "self_test": {"passed": self_test.passed, "max_abs_diff_lsb": self_test.max_abs_diff_lsb,
+                            "verdict_mismatches": self_test.verdict_mismatches, "rows": self_test.rows},
               "int8": bench_model(bundle / MODEL_FILE, runtime, invokes, warmup, seed),
               "float": bench_model(bundle / FLOAT_MODEL_FILE, runtime, invokes, warmup, seed)}
     result["size_ratio_int8_to_float"] = result["int8"]["file_bytes"] / result["float"]["file_bytes"]

@@ -64,4 +64,7 @@ def bench_lines(r: dict) -> list[str]:
                  + (f", batched throughput {r['batched_throughput_ratio_int8_to_float']:.2f}"
                     if r["batched_throughput_ratio_int8_to_float"] else ""))
     lines.append(f"peak RSS of this process: {r['peak_rss_bytes'] / 2**20:.1f} MiB")
+    t = r["self_test"]
+    lines.append(f"golden self-test: {'passed' if t['passed'] else 'FAILED'} ({t['rows']} rows, max "
+                 f"{t['max_abs_diff_lsb']} LSB off, {t['verdict_mismatches']} verdicts differ)")
     return lines

@@ -155,6 +155,7 @@ def test_bench_measures_both_models(built_bundle):
     assert 0 < data["size_ratio_int8_to_float"] < 2
     assert data["int8"]["batched_rows_per_second"] > 0 and data["batched_throughput_ratio_int8_to_float"] > 0
     assert data["peak_rss_bytes"] > 0
+    assert data["self_test"]["passed"] and data["self_test"]["max_abs_diff_lsb"] == 0
 
 
 def test_every_command_has_help():
