@@ -77,7 +77,8 @@ def run(bundle, input_path, output_path, skip_self_test, batch_rows):
     """Score a CSV (or stdin) with a bundle's int8 model: one verdict per input row.
 
     Reads the bundle's feature columns by name, scales and quantizes them as the manifest
-    says, and writes `row,score,is_anomaly,class`. Refuses a bundle whose model hash
+    says, and writes `row,status,score,is_anomaly,class`; a temporal bundle's first
+    window-1 rows get status `warming_up`. Refuses a bundle whose model hash
     does not match its manifest, or whose golden vectors this machine does not reproduce.
     """
     from .csv_input import VERDICT_HEADER, open_text, read_batches, verdict_rows
@@ -92,11 +93,12 @@ def run(bundle, input_path, output_path, skip_self_test, batch_rows):
         stream, source = open_text(input_path)
         batches = read_batches(stream, detector.manifest, source, batch_rows)
         anomalies = rows = 0
+        scorer = detector.stream()
         with atomic_output(output_path) as out:
             writer = csv.writer(out)
             writer.writerow(VERDICT_HEADER)
             for raw in batches:
-                verdicts = detector.predict(raw)
+                verdicts = scorer.push(detector.prepare(raw))
                 writer.writerows(verdict_rows(rows, verdicts, detector.manifest))
                 rows += len(raw)
                 anomalies += int(verdicts.is_anomaly.sum())

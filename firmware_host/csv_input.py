@@ -106,13 +106,23 @@ def open_text(path: str) -> tuple[TextIO, str]:
         raise DataError(f"{path}: is a directory, expected a CSV file") from None
 
 
-VERDICT_HEADER = ["row", "score", "is_anomaly", "class"]
+VERDICT_HEADER = ["row", "status", "score", "is_anomaly", "class"]
 
 
 def verdict_rows(first_row: int, verdicts, manifest: Manifest) -> list[list]:
-    """CSV rows (row id, score, 0/1, class name) for one batch of verdicts."""
-    return [[first_row + i, f"{score:.6g}", int(flag), manifest.classes[int(cls)]]
-            for i, (score, flag, cls) in enumerate(zip(verdicts.scores, verdicts.is_anomaly, verdicts.predicted))]
+    """CSV rows (row id, status, score, 0/1, class name) for one batch of verdicts.
+
+    ``status`` is ``scored``, or ``warming_up`` for a temporal bundle's first window-1 rows,
+    which get an empty score and class instead of a guess."""
+    warming = verdicts.warming_up if verdicts.warming_up is not None else np.zeros(len(verdicts.scores), bool)
+    rows = []
+    for i, (score, flag, cls, warm) in enumerate(zip(verdicts.scores, verdicts.is_anomaly, verdicts.predicted,
+                                                    warming)):
+        if warm:
+            rows.append([first_row + i, "warming_up", "", 0, ""])
+        else:
+            rows.append([first_row + i, "scored", f"{score:.6g}", int(flag), manifest.classes[int(cls)]])
+    return rows
 
 
 @contextlib.contextmanager

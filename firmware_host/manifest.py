@@ -65,6 +65,7 @@ class Manifest:
     input_shape: list[int]
     output_shape: list[int]
     threshold_float: float = 0.0
+    window: int = 1                       # samples per model input; > 1 for temporal detectors
     kernels: str = "builtin"              # the kernel set that computed the golden vectors and metrics
     one_hot: dict[str, list[str]] = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)

@@ -122,9 +122,65 @@ class Detector:
         return scoring.decide(m.detector, scores, outputs, self.threshold, self.normal_index)
 
     def predict(self, raw_rows: np.ndarray) -> scoring.Verdicts:
-        """Raw feature rows (rows, features; NaN allowed) -> verdicts."""
+        """Raw feature rows (rows, features; NaN allowed) -> verdicts, for a point-wise bundle.
+
+        A temporal bundle (``manifest.window > 1``) needs its past rows: use ``stream()``."""
+        if self.manifest.window > 1:
+            raise BundleError(f"{self.bundle}: a temporal bundle (window {self.manifest.window}); "
+                              "score it through Detector.stream()")
         verdicts, _ = self.predict_prepared(self.prepare(raw_rows))
         return verdicts
+
+    def stream(self) -> "Stream":
+        """A fresh per-sample stream (ring buffer of the last ``window`` samples) over this model."""
+        return Stream(self)
+
+
+class Stream:
+    """One input stream through a detector: a ring buffer of the last ``window`` int8 samples.
+
+    ``push`` takes quantized samples in arrival order and returns one verdict per sample;
+    until the buffer holds ``window`` samples a sample's verdict is ``warming_up`` (score NaN,
+    not anomalous). A point-wise bundle has window 1 and never warms up. The device agent
+    keeps one of these per connection; ``tinyad run`` keeps one per input file.
+    """
+
+    def __init__(self, detector: Detector):
+        self.detector = detector
+        self.window = int(detector.manifest.window)
+        self.width = len(detector.manifest.features)
+        self.buffer = np.zeros((self.window, self.width), dtype=np.int8)
+        self.filled = 0
+
+    def reset(self) -> None:
+        self.filled = 0
+
+    def push(self, inputs: np.ndarray) -> scoring.Verdicts:
+        inputs = np.asarray(inputs, dtype=np.int8).reshape(-1, self.width)
+        n = len(inputs)
+        if self.window == 1:
+            verdicts, _ = self.detector.predict_prepared(inputs)
+            verdicts.warming_up = np.zeros(n, dtype=bool)
+            return verdicts
+        windows, positions = [], []
+        for i, row in enumerate(inputs):
+            self.buffer[:-1] = self.buffer[1:]
+            self.buffer[-1] = row
+            self.filled = min(self.filled + 1, self.window)
+            if self.filled == self.window:
+                windows.append(self.buffer.copy())
+                positions.append(i)
+        scores = np.full(n, np.nan)
+        flags = np.zeros(n, dtype=bool)
+        predicted = np.full(n, self.detector.normal_index, dtype=np.int64)
+        warming = np.ones(n, dtype=bool)
+        if windows:
+            verdicts, _ = self.detector.predict_prepared(np.stack(windows))
+            scores[positions] = verdicts.scores
+            flags[positions] = verdicts.is_anomaly
+            predicted[positions] = verdicts.predicted
+            warming[positions] = False
+        return scoring.Verdicts(scores=scores, is_anomaly=flags, predicted=predicted, warming_up=warming)
 
 
 def load_golden(bundle: Path) -> dict:

@@ -21,6 +21,7 @@ class Verdicts:
     scores: np.ndarray        # float64, higher = more anomalous
     is_anomaly: np.ndarray    # bool
     predicted: np.ndarray     # int class index (argmax for classifiers; 0/1 for the AE)
+    warming_up: np.ndarray | None = None   # bool; set by a stream: True where the window was not full yet
 
 
 def reconstruction_error(residual: np.ndarray) -> np.ndarray:
