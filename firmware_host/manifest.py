@@ -25,7 +25,8 @@ FLOAT_MODEL_FILE = "model_float.tflite"
 MANIFEST_FILE = "manifest.json"
 GOLDEN_FILE = "golden.json"
 REPORT_FILE = "report.json"
-DETECTORS = ("ae", "vae_dnn")
+DETECTORS = ("ae", "vae_dnn", "lstm", "ae_lstm", "cnn_lstm_attn")
+TEMPORAL_DETECTORS = ("lstm", "ae_lstm", "cnn_lstm_attn")
 
 
 @dataclass
@@ -66,6 +67,7 @@ class Manifest:
     output_shape: list[int]
     threshold_float: float = 0.0
     window: int = 1                       # samples per model input; > 1 for temporal detectors
+    score_params: dict = field(default_factory=dict)   # scoring.score's params (mode; hybrid a, b, norms)
     kernels: str = "builtin"              # the kernel set that computed the golden vectors and metrics
     one_hot: dict[str, list[str]] = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)

@@ -51,6 +51,11 @@ class TFLiteModel:
 
     def invoke_one(self, row: np.ndarray) -> np.ndarray:
         """Run one input row (already in the input tensor's dtype); returns the raw output tensor."""
+        # A converted LSTM keeps its hidden and cell state in variable tensors that survive an
+        # invoke, so without a reset each window would start from the previous one's final state
+        # and a verdict would depend on what ran before it (seen here: 1-3 LSB). Every window
+        # starts from zero state, as in Keras; the reset is a no-op for models without state.
+        self.interpreter.reset_all_variables()
         self.interpreter.set_tensor(self.input["index"], row.reshape(self.input["shape"]).astype(self.input_dtype))
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self.output["index"])[0].copy()
@@ -118,8 +123,8 @@ class Detector:
         m = self.manifest
         inputs = quant.dequantize(inputs, m.input_quantization.scale, m.input_quantization.zero_point)
         outputs = quant.dequantize(outputs, m.output_quantization.scale, m.output_quantization.zero_point)
-        scores = scoring.score(m.detector, inputs, outputs, self.normal_index)
-        return scoring.decide(m.detector, scores, outputs, self.threshold, self.normal_index)
+        scores = scoring.score(m.detector, inputs, outputs, self.normal_index, m.score_params)
+        return scoring.decide(m.detector, scores, outputs, self.threshold, self.normal_index, m.score_params)
 
     def predict(self, raw_rows: np.ndarray) -> scoring.Verdicts:
         """Raw feature rows (rows, features; NaN allowed) -> verdicts, for a point-wise bundle.
@@ -210,7 +215,8 @@ def run_self_test(detector: Detector) -> SelfTestResult:
                           interpreter=detector.runtime.describe())
 
 
-def model_scores(model: TFLiteModel, scaled_rows: np.ndarray, detector: str, normal_index: int = 0):
+def model_scores(model: TFLiteModel, scaled_rows: np.ndarray, detector: str, normal_index: int = 0,
+                 params: dict | None = None):
     """Scores of scaled rows through one .tflite model, quantizing with the tensor's own parameters.
 
     Returns (scores, dequantized outputs, quantized inputs or None). Verify uses this on the
@@ -225,4 +231,4 @@ def model_scores(model: TFLiteModel, scaled_rows: np.ndarray, detector: str, nor
     if model.output_dtype == np.int8:
         scale, zero_point = model.output["quantization"]
         outputs = quant.dequantize(raw, scale, zero_point)
-    return scoring.score(detector, inputs, outputs, normal_index), outputs, quantized, raw
+    return scoring.score(detector, inputs, outputs, normal_index, params), outputs, quantized, raw

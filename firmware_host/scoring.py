@@ -1,9 +1,16 @@
 """Model outputs -> anomaly scores and verdicts, for every detector kind.
 
-The score is always "higher means more anomalous":
-- ``ae``: mean squared reconstruction error over features, in scaled units; the model's
-  output is the residual (input - reconstruction), computed inside the int8 model;
-- ``vae_dnn``: 1 - P(normal class) from the classifier's softmax.
+The score is always "higher means more anomalous". Each detector's model emits one of
+three kinds of output:
+- residual (``ae``, ``lstm``, ``cnn_lstm_attn`` as a forecaster): the model computes
+  (actual - reconstruction or prediction) inside the int8 model; the score is its mean square,
+  in scaled units;
+- classifier (``vae_dnn``, ``cnn_lstm_attn`` as a classifier): a softmax; the score is
+  1 - P(normal class);
+- hybrid (``ae_lstm``): the window's reconstruction residual followed by the next step's
+  prediction residual; the score is ``A(t) = a*RE'(t) + b*PE'(t)``, RE' and PE' being the
+  mean squares normalised on validation normal data, with a and b fitted on validation
+  (``params``: re_width, re_mean, re_std, pe_mean, pe_std, a, b).
 Used by verify (Keras, float TFLite and int8 outputs alike), run, bench and the device.
 """
 
@@ -30,20 +37,49 @@ def reconstruction_error(residual: np.ndarray) -> np.ndarray:
     return np.mean(residual.reshape(residual.shape[0], -1) ** 2, axis=1)
 
 
-def score(detector: str, inputs: np.ndarray, outputs: np.ndarray, normal_index: int = 0) -> np.ndarray:
-    """Anomaly score per row from (dequantized) model inputs and outputs."""
-    if detector == "ae":
-        return reconstruction_error(outputs)
+def output_kind(detector: str, params: dict | None = None) -> str:
+    """``residual``, ``classifier`` or ``hybrid``: how a detector's model output becomes a score."""
+    if detector in ("ae", "lstm"):
+        return "residual"
     if detector == "vae_dnn":
-        return 1.0 - np.asarray(outputs, np.float64)[:, normal_index]
+        return "classifier"
+    if detector == "ae_lstm":
+        return "hybrid"
+    if detector == "cnn_lstm_attn":
+        return "classifier" if (params or {}).get("mode", "classifier") == "classifier" else "residual"
     raise ValueError(f"unknown detector {detector!r}")
 
 
+def hybrid_parts(outputs: np.ndarray, params: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(RE, PE) mean squares of a hybrid output row: the first ``re_width`` values are the window's
+    reconstruction residual, the rest the next step's prediction residual."""
+    outputs = np.asarray(outputs, np.float64).reshape(len(outputs), -1)
+    width = int(params["re_width"])
+    return reconstruction_error(outputs[:, :width]), reconstruction_error(outputs[:, width:])
+
+
+def hybrid_score(re: np.ndarray, pe: np.ndarray, params: dict) -> np.ndarray:
+    """``A = a*(RE - mean)/std + b*(PE - mean)/std`` with the validation-fitted parameters."""
+    return (params["a"] * (re - params["re_mean"]) / params["re_std"]
+            + params["b"] * (pe - params["pe_mean"]) / params["pe_std"])
+
+
+def score(detector: str, inputs: np.ndarray, outputs: np.ndarray, normal_index: int = 0,
+          params: dict | None = None) -> np.ndarray:
+    """Anomaly score per row from (dequantized) model inputs and outputs."""
+    kind = output_kind(detector, params)
+    if kind == "residual":
+        return reconstruction_error(outputs)
+    if kind == "classifier":
+        return 1.0 - np.asarray(outputs, np.float64)[:, normal_index]
+    return hybrid_score(*hybrid_parts(outputs, params), params)
+
+
 def decide(detector: str, scores: np.ndarray, outputs: np.ndarray, threshold: float,
-           normal_index: int = 0) -> Verdicts:
+           normal_index: int = 0, params: dict | None = None) -> Verdicts:
     """Apply the threshold. A classifier's class is its argmax among anomalous classes when flagged."""
     flagged = scores > threshold
-    if detector == "vae_dnn":
+    if output_kind(detector, params) == "classifier":
         probs = np.asarray(outputs, np.float64).copy()
         probs[:, normal_index] = -np.inf
         predicted = np.where(flagged, np.argmax(probs, axis=1), normal_index)

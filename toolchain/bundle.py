@@ -17,7 +17,7 @@ from firmware_host import scoring
 
 
 def golden_vectors(int8_path: Path, x_scaled: np.ndarray, detector: str, threshold: float, rows: int,
-                   seed: int) -> dict:
+                   seed: int, params: dict | None = None) -> dict:
     """About ``rows`` quantized inputs spread evenly over the *values* of the score, with the int8
     outputs this host computed.
 
@@ -26,7 +26,7 @@ def golden_vectors(int8_path: Path, x_scaled: np.ndarray, detector: str, thresho
     differed only on such rows). Rows within 2 % of the score range of the threshold are left
     out, so a correct device that differs by 1 LSB cannot flip a golden verdict."""
     model = TFLiteModel(int8_path, load_runtime())
-    scores, outputs, quantized, raw = model_scores(model, x_scaled, detector)
+    scores, outputs, quantized, raw = model_scores(model, x_scaled, detector, 0, params)
     span = float(np.ptp(scores)) or 1.0
     eligible = np.flatnonzero(np.abs(scores - threshold) > 0.02 * span)
     if len(eligible) == 0:
@@ -34,7 +34,7 @@ def golden_vectors(int8_path: Path, x_scaled: np.ndarray, detector: str, thresho
     targets = np.linspace(scores[eligible].min(), scores[eligible].max(), rows)
     nearest = np.abs(scores[eligible][None, :] - targets[:, None]).argmin(axis=1)
     pick = eligible[np.unique(nearest)]
-    verdicts = scoring.decide(detector, scores[pick], outputs[pick], threshold)
+    verdicts = scoring.decide(detector, scores[pick], outputs[pick], threshold, 0, params)
     return {"interpreter": model_runtime_name(), "inputs": quantized[pick].tolist(), "outputs": raw[pick].tolist(),
             "scores": scores[pick].tolist(), "is_anomaly": verdicts.is_anomaly.tolist(),
             "tolerance_lsb": 1}

@@ -33,7 +33,7 @@ from .plots import plot_report
 from .prepare import Prepared, prepare
 from .quantize import quantize, representative_rows
 from .recipe import Recipe
-from .train import TrainResult, keras_scores, scaled, train
+from .train import TrainResult, keras_scores, model_inputs, part_truth, train
 from .verify import check_gate, verify
 
 FEATURES_JSON, TRAIN_JSON, KERAS_MODEL = "features.json", "train.json", "model.h5"
@@ -63,6 +63,13 @@ def _top_k(ranking: list[dict], k: int) -> list[str]:
 def select_features(prep: Prepared, recipe: Recipe, progress=None, sweep: bool = True) -> dict:
     """Rank features with XGBoost gain, keep the top k, and sweep k (detector F1 on validation, int8 size)."""
     spec = recipe.features
+    train_attack = prep.is_attack[prep.parts["train"]]
+    if not 0 < train_attack.sum() < len(train_attack):
+        # Nothing to rank against (e.g. NAB: the training prefix is all normal): keep every feature.
+        names = list(prep.dataset.features.columns)
+        return {"ranking": [{"feature": n, "gain": None} for n in names], "selected": names, "top_k": 0,
+                "note": "the training part holds one class only: no XGBoost ranking, every feature kept",
+                "leakage": None, "xgboost_baseline": None, "sweep": []}
     _say(progress, "select-features", f"ranking {prep.dataset.features.shape[1]} features with XGBoost")
     ranking = feats.rank_features(prep, spec.xgb_rounds, recipe.seed)
     selected = _top_k(ranking, spec.top_k)
@@ -77,8 +84,9 @@ def select_features(prep: Prepared, recipe: Recipe, progress=None, sweep: bool =
             _say(progress, "select-features", f"k-sweep: k={k or 'all'} ({len(chosen)} features)")
             trained = train(prep, chosen, recipe, None, epochs=spec.sweep_epochs)
             q = _convert_only(prep, trained, recipe)
-            val_scores, _ = keras_scores(recipe, trained.model, scaled(prep, chosen, trained.scaler, "validation"))
-            attack = prep.is_attack[prep.parts["validation"]]
+            x_val, pos_val = model_inputs(prep, trained, "validation")
+            val_scores, _ = keras_scores(recipe, trained.model, x_val, trained.score_params)
+            attack, _ = part_truth(prep, "validation", pos_val)
             m = metrics.detection_metrics(attack, val_scores, val_scores > trained.threshold_float)
             result["sweep"].append({"k": k or len(ranking), "features": len(chosen), "validation_f1": m["f1"],
                                     "validation_roc_auc": m["roc_auc"], "int8_size_bytes": q.size_bytes["int8"],
@@ -87,8 +95,9 @@ def select_features(prep: Prepared, recipe: Recipe, progress=None, sweep: bool =
 
 
 def _convert_only(prep: Prepared, trained: TrainResult, recipe: Recipe):
-    x_train = scaled(prep, trained.features, trained.scaler, "train")
-    rep, origin = representative_rows(x_train, prep.is_attack[prep.parts["train"]], recipe.quantize, recipe.seed)
+    x_train, pos_train = model_inputs(prep, trained, "train")
+    attack, _ = part_truth(prep, "train", pos_train)
+    rep, origin = representative_rows(x_train, attack, recipe.quantize, recipe.seed)
     return quantize(trained.model, rep, origin, recipe.quantize)
 
 
@@ -110,7 +119,8 @@ def stage_train(recipe: Recipe, data_root: Path, work: Path, progress=None) -> d
         warnings.filterwarnings("ignore", message="You are saving your model as an HDF5 file")
         trained.model.save(work / KERAS_MODEL)
     info = {"features": trained.features, "scaler": trained.scaler.__dict__, "threshold_float": trained.threshold_float,
-            "parameters": trained.parameters, "history": trained.history}
+            "parameters": trained.parameters, "history": trained.history, "window": trained.window,
+            "score_params": trained.score_params, "fit": trained.fit}
     mf.write_json(work / TRAIN_JSON, info)
     return info
 
@@ -122,7 +132,8 @@ def _load_trained(work: Path) -> TrainResult:
     _, keras = import_tf()
     model = keras.models.load_model(work / KERAS_MODEL, compile=False)
     return TrainResult(model, mf.Scaler(**info["scaler"]), info["features"], info["threshold_float"],
-                       info["parameters"], info["history"])
+                       info["parameters"], info["history"], info.get("window", 1), info.get("score_params", {}),
+                       info.get("fit", {}))
 
 
 # -- quantize ----------------------------------------------------------------------------------
@@ -200,7 +211,8 @@ def build(recipe: Recipe, data_root: Path, out: Path, work: Path, progress=None)
     prep = prepare(recipe, data_root)
     trained = _load_trained(work)
     report = {"recipe": recipe.to_dict(), "data": _data_summary(prep), "split": prep.split, "features": features,
-              "train": {"parameters": train_info["parameters"], "epochs_run": _epochs_run(train_info["history"])},
+              "train": {"parameters": train_info["parameters"], "epochs_run": _epochs_run(train_info["history"]),
+                        "window": train_info.get("window", 1), "score_fit": train_info.get("fit", {})},
               "quantize": quant_info, "verify": verify_report,
               "baselines": baselines.unsupervised(prep, trained, recipe), "splits": {}}
     for method in recipe.split.also_report:
@@ -208,9 +220,9 @@ def build(recipe: Recipe, data_root: Path, out: Path, work: Path, progress=None)
             report["splits"][method] = _other_split(recipe, data_root, method, progress)
     check_gate(verify_report)
     plot_report(report, dict(np.load(work / SCORES)), work / PLOT)
-    x_test = scaled(prep, trained.features, trained.scaler, "test")
+    x_test, _ = model_inputs(prep, trained, "test")
     golden = golden_vectors(work / mf.MODEL_FILE, x_test, recipe.detector.kind, verify_report["threshold_int8"],
-                            recipe.quantize.golden_rows, recipe.seed)
+                            recipe.quantize.golden_rows, recipe.seed, trained.score_params)
     manifest = _manifest(recipe, prep, trained, quant_info, verify_report, work)
     report["build_seconds"] = time.perf_counter() - started
     files = {mf.MODEL_FILE: (work / mf.MODEL_FILE).read_bytes(),
@@ -245,7 +257,8 @@ def _manifest(recipe, prep, trained, quant_info, verify_report, work) -> mf.Mani
         input_quantization=mf.Quantization(in_s, in_z), output_quantization=mf.Quantization(out_s, out_z),
         threshold=verify_report["threshold_int8"], threshold_float=verify_report["threshold_float"],
         classes=prep.class_names, normal_class=prep.class_names[0], sha256="", input_shape=in_shape,
-        output_shape=out_shape, one_hot=one_hot, kernels=load_runtime().kernels,
+        output_shape=out_shape, one_hot=one_hot, kernels=load_runtime().kernels, window=trained.window,
+        score_params=trained.score_params,
         metrics={"float": _headline(models["float"]), "int8": _headline(models["int8"]),
                  "keras": _headline(models["keras"]), "int8_vs_float": verify_report["int8_vs_float"]},
         size_bytes=quant_info["size_bytes"], weight_bytes=quant_info["weight_bytes"], recipe=recipe.to_dict(),

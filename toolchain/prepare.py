@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from .recipe import Recipe
+from .recipe import TEMPORAL, Recipe
 from .split import describe_split, split_indices
 
 
@@ -51,13 +52,23 @@ def prepare(recipe: Recipe, data_root: Path, split_method: str | None = None) ->
     path = _data_path(recipe, data_root, d.path)
     dataset = _load(d.loader, str(data_root), tuple(path) if isinstance(path, list) else path, d.label, d.target,
                     d.normal, d.time_column, tuple(d.exclude))
-    if d.max_rows and len(dataset.classes) > d.max_rows:
+    temporal = recipe.detector.kind in TEMPORAL
+    if temporal:
+        # Windows are read from consecutive rows, so rows go in time order and a cap keeps the
+        # first max_rows of them rather than a random sample.
+        if dataset.time is None:
+            dataset = dataclasses.replace(dataset, time=np.arange(len(dataset.classes), dtype=np.float64))
+        dataset = dataset.subset(np.argsort(np.asarray(dataset.time, dtype=np.float64), kind="stable"))
+        if d.max_rows and len(dataset.classes) > d.max_rows:
+            dataset = dataset.subset(np.arange(d.max_rows))
+    elif d.max_rows and len(dataset.classes) > d.max_rows:
         dataset = dataset.subset(_subsample(dataset.classes, d.max_rows, recipe.seed))
     method = split_method or recipe.split.method
     s = recipe.split
-    parts = split_indices(dataset.classes, dataset.time, method, (s.train, s.validation, s.test), recipe.seed)
+    parts = split_indices(dataset.classes, dataset.time, method, (s.train, s.validation, s.test), recipe.seed,
+                          dataset.normal_class)
     normal = dataset.normal_class
-    if recipe.detector.kind == "vae_dnn" and recipe.detector.classes == "multi":
+    if recipe.detector.kind in ("vae_dnn", "cnn_lstm_attn") and recipe.detector.classes == "multi":
         class_names = [normal] + sorted(c for c in set(dataset.classes.tolist()) if c != normal)
     else:
         class_names = [normal, "anomaly"]

@@ -19,6 +19,9 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 
+TEMPORAL = ("lstm", "ae_lstm", "cnn_lstm_attn")
+
+
 @dataclass
 class DataSpec:
     loader: str
@@ -34,7 +37,8 @@ class DataSpec:
 
 @dataclass
 class SplitSpec:
-    method: str = "random"               # "random" (stratified) or "time" (earlier rows train)
+    method: str = "random"               # "random" (stratified), "time" (earlier rows train), or "prefix"
+                                         # (train+validation from the normal rows before the first anomaly)
     train: float = 0.6
     validation: float = 0.2
     test: float = 0.2
@@ -57,7 +61,7 @@ class PreprocessSpec:
 
 @dataclass
 class DetectorSpec:
-    kind: str = "ae"                     # "ae" or "vae_dnn"
+    kind: str = "ae"                     # "ae", "vae_dnn", or temporal: "lstm", "ae_lstm", "cnn_lstm_attn"
     hidden: list[int] = field(default_factory=lambda: [32, 16])
     latent: int = 4
     classifier: list[int] = field(default_factory=lambda: [32, 16])
@@ -71,6 +75,11 @@ class DetectorSpec:
     beta: float = 1.0                    # vae: weight of the KL term
     fine_tune_encoder: bool = True       # vae_dnn: let the classifier's loss also adjust the encoder
     dropout: float = 0.0
+    window: int = 32                     # temporal: samples per model input, the current one included
+    lstm_units: int = 16                 # temporal: LSTM width (the AE-LSTM paper uses 64)
+    conv_filters: int = 16               # cnn_lstm_attn: Conv1D filters
+    kernel_size: int = 3                 # cnn_lstm_attn: Conv1D kernel width
+    mode: str = "auto"                   # cnn_lstm_attn: "classifier", "forecaster", or "auto" (labels -> classifier)
 
 
 @dataclass
@@ -90,6 +99,7 @@ class QuantizeSpec:
 @dataclass
 class VerifySpec:
     max_f1_drop: float = 0.005
+    gate: str = "f1"                     # "f1", or "windows": int8 must detect as many labelled windows as float
 
 
 @dataclass
@@ -114,7 +124,9 @@ class Recipe:
 _SECTIONS = {"data": DataSpec, "split": SplitSpec, "features": FeatureSpec, "preprocess": PreprocessSpec,
              "detector": DetectorSpec, "threshold": ThresholdSpec, "quantize": QuantizeSpec,
              "verify": VerifySpec}
-_CHOICES = {("split", "method"): ("random", "time"), ("detector", "kind"): ("ae", "vae_dnn"),
+_CHOICES = {("split", "method"): ("random", "time", "prefix"),
+            ("detector", "kind"): ("ae", "vae_dnn", "lstm", "ae_lstm", "cnn_lstm_attn"),
+            ("detector", "mode"): ("auto", "classifier", "forecaster"), ("verify", "gate"): ("f1", "windows"),
             ("detector", "classes"): ("binary", "multi"), ("detector", "train_on"): ("normal", "all"),
             ("threshold", "method"): ("f1", "percentile"), ("preprocess", "log1p"): ("auto", "all", "none"),
             ("quantize", "representative_source"): ("train", "normal"),
@@ -150,6 +162,11 @@ def parse_recipe(data: dict, path: Path) -> Recipe:
     recipe = Recipe(name=str(top.get("name") or path.stem), description=str(top.get("description", "")),
                     seed=int(top.get("seed", 42)), path=str(path), **sections)
     s = recipe.split
+    if recipe.detector.kind in TEMPORAL and s.method == "random":
+        raise RecipeError(f"{path}: detector {recipe.detector.kind!r} reads windows of consecutive rows; use "
+                          "[split] method = \"time\" or \"prefix\", not \"random\"")
+    if recipe.detector.kind in TEMPORAL and recipe.detector.window < 2:
+        raise RecipeError(f"{path}: [detector] window must be at least 2 for {recipe.detector.kind!r}")
     if min(s.train, s.validation, s.test) <= 0 or abs(s.train + s.validation + s.test - 1.0) > 1e-6:
         raise RecipeError(f"{path}: [split] train/validation/test must be positive and sum to 1")
     return recipe

@@ -12,9 +12,12 @@ PARTS = ("train", "validation", "test")
 
 
 def split_indices(classes: np.ndarray, time: np.ndarray | None, method: str, fractions: tuple[float, float, float],
-                  seed: int) -> dict[str, np.ndarray]:
-    """Row indices per part. ``random`` stratifies by class; ``time`` puts earlier rows in train."""
+                  seed: int, normal: str | None = None) -> dict[str, np.ndarray]:
+    """Row indices per part. ``random`` stratifies by class; ``time`` puts earlier rows in train;
+    ``prefix`` trains and validates on the normal rows before the first anomaly and tests on the rest."""
     n = len(classes)
+    if method == "prefix":
+        return _prefix_split(classes, time, fractions, normal)
     n_train = int(round(fractions[0] * n))
     n_val = int(round(fractions[1] * n))
     if method == "time":
@@ -32,6 +35,24 @@ def split_indices(classes: np.ndarray, time: np.ndarray | None, method: str, fra
     rest_strat = classes[rest] if stratify is not None else None
     val, test = train_test_split(rest, train_size=n_val, random_state=seed, stratify=rest_strat)
     return {"train": np.sort(train), "validation": np.sort(val), "test": np.sort(test)}
+
+
+def _prefix_split(classes: np.ndarray, time: np.ndarray | None, fractions, normal: str | None) -> dict:
+    """NAB's way: learn from the start of a series, which holds no labelled anomaly; test on the rest.
+    The prefix is split train : validation in the recipe's proportions, in time order."""
+    order = np.argsort(np.asarray(time, dtype=np.float64), kind="stable") if time is not None \
+        else np.arange(len(classes))
+    anomalous = np.flatnonzero(classes[order] != normal)
+    if len(anomalous) == 0:
+        raise RecipeError("split method 'prefix' needs labelled anomalies: it tests on the rows from the "
+                          "first anomaly on (use method 'time' for unlabelled data)")
+    prefix = int(anomalous[0])
+    n_train = int(round(prefix * fractions[0] / (fractions[0] + fractions[1])))
+    if n_train < 2 or prefix - n_train < 2:
+        raise RecipeError(f"split method 'prefix': only {prefix} rows precede the first anomaly, too few to "
+                          "train and validate on")
+    return {"train": np.sort(order[:n_train]), "validation": np.sort(order[n_train:prefix]),
+            "test": np.sort(order[prefix:])}
 
 
 def describe_split(parts: dict[str, np.ndarray], classes: np.ndarray, time: np.ndarray | None, method: str,

@@ -7,18 +7,18 @@ from pathlib import Path
 import numpy as np
 
 from firmware_host import scoring
-from firmware_host.errors import QuantizationError
+from firmware_host.errors import QuantizationError, RecipeError
 from firmware_host.interpreter import load_runtime
 from firmware_host.runner import TFLiteModel, model_scores
 
 from . import metrics
 from .prepare import Prepared
 from .recipe import Recipe
-from .train import TrainResult, calibrate_threshold, keras_scores, scaled
+from .train import TrainResult, calibrate_threshold, keras_scores, model_inputs, part_truth
 
 
-def _evaluate(name, scores, outputs, threshold, is_attack, class_index, class_names, detector):
-    verdicts = scoring.decide(detector, scores, outputs, threshold, 0)
+def _evaluate(name, scores, outputs, threshold, is_attack, class_index, class_names, detector, params):
+    verdicts = scoring.decide(detector, scores, outputs, threshold, 0, params)
     result = metrics.detection_metrics(is_attack, scores, verdicts.is_anomaly)
     result["threshold"] = float(threshold)
     if len(class_names) > 2:
@@ -26,9 +26,12 @@ def _evaluate(name, scores, outputs, threshold, is_attack, class_index, class_na
     return result, verdicts
 
 
-def per_class(prep: Prepared, part: str, scores: np.ndarray) -> dict:
-    """ROC-AUC and TPR at FPR <= 1 % of each anomalous class against the normal rows."""
+def per_class(prep: Prepared, part: str, scores: np.ndarray, positions: np.ndarray | None = None) -> dict:
+    """ROC-AUC and TPR at FPR <= 1 % of each anomalous class against the normal rows
+    (of the part's scored rows: ``positions``, default all)."""
     classes = prep.dataset.classes[prep.parts[part]]
+    if positions is not None:
+        classes = classes[positions]
     normal = classes == prep.dataset.normal_class
     table = {}
     for name in sorted(set(classes.tolist()) - {prep.dataset.normal_class}):
@@ -44,44 +47,69 @@ def verify(prep: Prepared, trained: TrainResult, float_path: Path, int8_path: Pa
     """Metrics of the Keras, float TFLite and int8 TFLite models on test, through the device's loader.
 
     Returns (report, test scores per model) -- the scores feed the report's plots."""
-    kind = recipe.detector.kind
+    kind, params = recipe.detector.kind, trained.score_params
     runtime = load_runtime()
-    x_val = scaled(prep, trained.features, trained.scaler, "validation")
-    x_test = scaled(prep, trained.features, trained.scaler, "test")
-    val_attack = prep.is_attack[prep.parts["validation"]]
-    test_attack = prep.is_attack[prep.parts["test"]]
-    test_class = prep.class_index[prep.parts["test"]]
-    report = {"interpreter": runtime.describe(), "test_rows": int(len(x_test)), "models": {}}
+    x_val, pos_val = model_inputs(prep, trained, "validation")
+    x_test, pos_test = model_inputs(prep, trained, "test")
+    val_attack, _ = part_truth(prep, "validation", pos_val)
+    test_attack, test_class = part_truth(prep, "test", pos_test)
+    report = {"interpreter": runtime.describe(), "test_rows": int(len(prep.parts["test"])),
+              "scored_rows": int(len(x_test)), "window": trained.window, "models": {}}
     scores = {}
-    keras_test, keras_out = keras_scores(recipe, trained.model, x_test)
+    keras_test, keras_out = keras_scores(recipe, trained.model, x_test, params)
     report["models"]["keras"], _ = _evaluate("keras", keras_test, keras_out, trained.threshold_float, test_attack,
-                                             test_class, prep.class_names, kind)
+                                             test_class, prep.class_names, kind, params)
     verdicts = {}
     for name, path in (("float", float_path), ("int8", int8_path)):
         model = TFLiteModel(path, runtime)
-        val_scores, _, _, _ = model_scores(model, x_val, kind)
-        test_scores, test_out, _, _ = model_scores(model, x_test, kind)
+        val_scores, _, _, _ = model_scores(model, x_val, kind, 0, params)
+        test_scores, test_out, _, _ = model_scores(model, x_test, kind, 0, params)
         threshold = trained.threshold_float if name == "float" else \
             calibrate_threshold(recipe.threshold, val_attack, val_scores)
         report["models"][name], verdicts[name] = _evaluate(name, test_scores, test_out, threshold, test_attack,
-                                                           test_class, prep.class_names, kind)
+                                                           test_class, prep.class_names, kind, params)
         scores[name] = test_scores
         if len(set(prep.dataset.classes.tolist())) > 2:
-            report["models"][name]["per_class"] = per_class(prep, "test", test_scores)
+            report["models"][name]["per_class"] = per_class(prep, "test", test_scores, pos_test)
+        windows = window_detection(prep, "test", pos_test, verdicts[name].is_anomaly)
+        if windows is not None:
+            report["models"][name]["windows"] = windows
     report["threshold_float"] = float(trained.threshold_float)
     report["threshold_int8"] = report["models"]["int8"]["threshold"]
     report["int8_vs_float"] = metrics.agreement(verdicts["int8"].is_anomaly, verdicts["float"].is_anomaly,
                                                 scores["int8"], scores["float"])
     report["f1_drop"] = report["models"]["float"]["f1"] - report["models"]["int8"]["f1"]
     report["max_f1_drop"] = recipe.verify.max_f1_drop
-    report["passed"] = report["f1_drop"] <= recipe.verify.max_f1_drop + 1e-12
+    report["gate"] = recipe.verify.gate
+    if recipe.verify.gate == "windows":
+        found = {name: report["models"][name].get("windows", {}).get("detected") for name in ("float", "int8")}
+        if found["float"] is None:
+            raise RecipeError("[verify] gate = \"windows\" needs a data set with labelled windows (NAB)")
+        report["windows_drop"] = found["float"] - found["int8"]
+        report["passed"] = report["windows_drop"] <= 0
+    else:
+        report["passed"] = report["f1_drop"] <= recipe.verify.max_f1_drop + 1e-12
     scores["keras"] = keras_test
     scores["is_attack"] = test_attack
+    scores["positions"] = pos_test
     return report, scores
 
 
+def window_detection(prep: Prepared, part: str, positions: np.ndarray, alarms: np.ndarray) -> dict | None:
+    """NAB-style window scores of one part's alarms, when the data set labels anomaly windows."""
+    spans = getattr(prep.dataset, "windows", None)
+    if not spans:
+        return None
+    rows = prep.parts[part][positions]
+    return metrics.window_detection(np.asarray(alarms, bool), prep.dataset.time[rows], spans)
+
+
 def check_gate(report: dict) -> None:
-    """Raise when int8 F1 fell more than the recipe allows below float F1."""
+    """Raise when int8 F1 fell more than the recipe allows below float F1 (or, with the windows
+    gate, when int8 detects fewer labelled windows than float)."""
+    if not report["passed"] and report.get("gate") == "windows":
+        f, q = (report["models"][m]["windows"]["detected"] for m in ("float", "int8"))
+        raise QuantizationError(f"verify gate failed: int8 detects {q} labelled windows, float {f}")
     if not report["passed"]:
         f = report["models"]["float"]["f1"]
         q = report["models"]["int8"]["f1"]

@@ -1,0 +1,208 @@
+"""Temporal detectors end to end: real tf_keras training, real int8 conversion, the real
+interpreter, and the run side's ring buffer against what verify computed."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from firmware_host.cli import main
+from firmware_host.manifest import REPORT_FILE, load_manifest
+
+WINDOW = 6
+KINDS = ("lstm", "ae_lstm", "cnn_lstm_attn")
+TEMPORAL_RECIPE = """
+name = "t_{kind}"
+seed = 5
+[data]
+loader = "ton_iot"
+path = "ton_iot/Train_Test_IoT_Weather.csv.gz"
+max_rows = {rows}
+[split]
+method = "time"
+[features]
+top_k = 0
+sweep = []
+[detector]
+kind = "{kind}"
+window = {window}
+hidden = [12]
+latent = 3
+classifier = [8]
+lstm_units = 8
+conv_filters = 8
+epochs = 2
+batch_size = 64
+dropout = 0.2
+[quantize]
+representative_rows = 150
+golden_rows = 12
+[verify]
+max_f1_drop = 1.0
+"""
+
+
+def _recipe(folder: Path, kind: str, rows: int = 2500) -> Path:
+    path = folder / f"{kind}.toml"
+    path.write_text(TEMPORAL_RECIPE.format(kind=kind, rows=rows, window=WINDOW))
+    return path
+
+
+@pytest.fixture(scope="session")
+def temporal_bundles(tmp_path_factory, shared_data) -> dict:
+    """One small real bundle per temporal detector (about 15 s each), with its work directory."""
+    from toolchain.pipeline import build
+    from toolchain.recipe import load_recipe
+
+    folder = tmp_path_factory.mktemp("temporal")
+    built = {}
+    for kind in KINDS:
+        recipe = load_recipe(_recipe(folder, kind))
+        out, work = folder / f"bundle_{kind}", folder / f"work_{kind}"
+        build(recipe, shared_data, out, work)
+        built[kind] = (recipe, out, work)
+    return built
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_temporal_detector_is_fully_int8_with_a_fused_lstm(temporal_bundles, kind):
+    from toolchain.convert import float_ops, op_list
+
+    recipe, bundle, _ = temporal_bundles[kind]
+    manifest = load_manifest(bundle)
+    assert manifest.detector == kind and manifest.window == WINDOW
+    assert manifest.input_shape == [1, WINDOW, len(manifest.features)]
+    ops = op_list((bundle / "model.tflite").read_bytes())
+    names = {op.name for op in ops}
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in names
+    assert float_ops(ops) == [] and not names & {"DEQUANTIZE", "QUANTIZE"}
+    report = json.loads((bundle / REPORT_FILE).read_text())
+    assert report["quantize"]["ops"] == [op.name for op in ops]
+    if kind == "cnn_lstm_attn":
+        assert {"CONV_2D", "SOFTMAX", "BATCH_MATMUL"} <= names   # conv features and attention weights
+        assert manifest.score_params["mode"] in ("classifier", "forecaster")
+    if kind == "ae_lstm":
+        p = manifest.score_params
+        assert p["re_width"] == WINDOW * len(manifest.features)
+        assert p["a"] + p["b"] == pytest.approx(1.0) and p["re_std"] > 0 and p["pe_std"] > 0
+        assert report["train"]["score_fit"]["grid"]
+
+
+def _test_part_csv(recipe, shared_data: Path, path: Path) -> int:
+    """The raw test rows of a recipe's split, in time order, as a CSV ``tinyad run`` reads."""
+    from toolchain.prepare import prepare
+
+    prep = prepare(recipe, shared_data)
+    frame = prep.dataset.features.iloc[prep.parts["test"]]
+    frame.to_csv(path, index=False)
+    return len(frame)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_run_on_the_test_rows_equals_verify_row_for_row(temporal_bundles, shared_data, tmp_path, kind):
+    recipe, bundle, work = temporal_bundles[kind]
+    rows = _test_part_csv(recipe, shared_data, tmp_path / "test.csv")
+    result = CliRunner().invoke(main, ["run", str(bundle), "--input", str(tmp_path / "test.csv"),
+                                       "--output", str(tmp_path / "verdicts.csv"), "--batch-rows", "37"])
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "verdicts.csv") as handle:
+        verdicts = list(csv.DictReader(handle))
+    assert len(verdicts) == rows
+    # The first W-1 rows warm the ring buffer up: an explicit status, no score, no guess.
+    assert [v["status"] for v in verdicts[:WINDOW - 1]] == ["warming_up"] * (WINDOW - 1)
+    assert all(v["score"] == "" and v["is_anomaly"] == "0" for v in verdicts[:WINDOW - 1])
+    assert all(v["status"] == "scored" for v in verdicts[WINDOW - 1:])
+    saved = np.load(work / "test_scores.npz")
+    assert list(saved["positions"]) == list(range(WINDOW - 1, rows))
+    run_scores = np.array([float(v["score"]) for v in verdicts[WINDOW - 1:]])
+    np.testing.assert_allclose(run_scores, saved["int8"], rtol=1e-5, atol=1e-6)
+    manifest = load_manifest(bundle)
+    verify_flags = saved["int8"] > manifest.threshold
+    run_flags = np.array([v["is_anomaly"] == "1" for v in verdicts[WINDOW - 1:]])
+    assert (run_flags == verify_flags).all()
+
+
+def test_temporal_bundle_refuses_pointwise_predict(temporal_bundles):
+    from firmware_host.errors import BundleError
+    from firmware_host.runner import Detector
+
+    _, bundle, _ = temporal_bundles["lstm"]
+    with Detector(bundle) as detector:
+        with pytest.raises(BundleError, match="stream"):
+            detector.predict(np.zeros((3, len(detector.manifest.features))))
+        stream = detector.stream()
+        first = stream.push(np.zeros((WINDOW - 1, len(detector.manifest.features)), np.int8))
+        assert first.warming_up.all() and np.isnan(first.scores).all()
+        second = stream.push(np.zeros((2, len(detector.manifest.features)), np.int8))
+        assert not second.warming_up.any() and np.isfinite(second.scores).all()
+        stream.reset()
+        assert stream.push(np.zeros((1, len(detector.manifest.features)), np.int8)).warming_up.all()
+
+
+def test_random_split_is_refused_for_temporal_detectors(tmp_path):
+    from firmware_host.errors import RecipeError
+    from toolchain.recipe import load_recipe
+
+    text = TEMPORAL_RECIPE.format(kind="lstm", rows=100, window=4).replace('method = "time"', 'method = "random"')
+    (tmp_path / "r.toml").write_text(text)
+    with pytest.raises(RecipeError, match="consecutive rows"):
+        load_recipe(tmp_path / "r.toml")
+
+
+def test_part_windows_score_the_last_row_of_each_window():
+    from toolchain.windows import all_rows_in, part_windows
+
+    rows = np.arange(10, dtype=np.float32).reshape(5, 2)
+    windows, positions = part_windows(rows, 3)
+    assert windows.shape == (3, 3, 2) and list(positions) == [2, 3, 4]
+    assert (windows[0] == rows[0:3]).all() and (windows[-1] == rows[2:5]).all()
+    assert list(all_rows_in(np.array([1, 1, 1, 0, 1], bool), 3)) == [True, False, False]
+    assert part_windows(rows, 6)[0].shape == (0, 6, 2)
+
+
+def test_prefix_split_learns_from_the_rows_before_the_first_anomaly():
+    from toolchain.split import split_indices
+
+    classes = np.array(["n"] * 10 + ["a", "a"] + ["n"] * 4)
+    time = np.arange(16)[::-1].astype(float)      # rows stored newest first
+    parts = split_indices(classes[::-1], time, "prefix", (0.6, 0.2, 0.2), 0, "n")
+    # In time order the first anomaly is the 11th row: 10 normal rows precede it, split 3:1.
+    order = np.argsort(time)
+    assert sorted(parts["train"]) == sorted(order[:8]) and sorted(parts["validation"]) == sorted(order[8:10])
+    assert sorted(parts["test"]) == sorted(order[10:])
+
+
+def test_ab_fit_picks_the_error_that_separates_the_anomalies():
+    from toolchain.hybrid import fit_ab, normalisation
+
+    rng = np.random.default_rng(0)
+    n = 400
+    labels = np.zeros(n, bool)
+    labels[-40:] = True
+    re = rng.normal(1.0, 0.1, n)               # reconstruction error: blind to these anomalies
+    pe = rng.normal(1.0, 0.1, n)
+    pe[labels] += 0.15                          # prediction error: sees them, imperfectly
+    norms = normalisation(re[~labels], pe[~labels])
+    params, table = fit_ab(re, pe, labels, norms)
+    assert (params["a"], params["b"]) == (0.0, 1.0)
+    assert len(table) == 21
+    params, _ = fit_ab(pe, re, labels, normalisation(pe[~labels], re[~labels]))
+    assert (params["a"], params["b"]) == (1.0, 0.0)
+    # Identical errors: every weighting ties, and the tie goes to a = b = 0.5.
+    params, _ = fit_ab(pe, pe, labels, normalisation(pe[~labels], pe[~labels]))
+    assert (params["a"], params["b"]) == (0.5, 0.5)
+
+
+def test_synthetic_anomalies_change_only_the_last_sample():
+    from toolchain.hybrid import synthetic_anomalies
+
+    windows = np.random.default_rng(1).normal(size=(50, 4, 2)).astype(np.float32)
+    fake = synthetic_anomalies(windows, 3)
+    assert fake.shape == windows.shape
+    assert (fake[:, :-1] == windows[:, :-1]).all()
+    assert (np.abs(fake[:25, -1] - windows[:25, -1]).max(axis=1) >= 3.0).all()
