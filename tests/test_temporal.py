@@ -170,7 +170,7 @@ def test_prefix_split_learns_from_the_rows_before_the_first_anomaly():
 
     classes = np.array(["n"] * 10 + ["a", "a"] + ["n"] * 4)
     time = np.arange(16)[::-1].astype(float)      # rows stored newest first
-    parts = split_indices(classes[::-1], time, "prefix", (0.6, 0.2, 0.2), 0, "n")
+    parts = split_indices(classes[::-1], time, "prefix", (0.75, 0.25, 0.0), 0, "n")
     # In time order the first anomaly is the 11th row: 10 normal rows precede it, split 3:1.
     order = np.argsort(time)
     assert sorted(parts["train"]) == sorted(order[:8]) and sorted(parts["validation"]) == sorted(order[8:10])
@@ -206,3 +206,28 @@ def test_synthetic_anomalies_change_only_the_last_sample():
     assert fake.shape == windows.shape
     assert (fake[:, :-1] == windows[:, :-1]).all()
     assert (np.abs(fake[:25, -1] - windows[:25, -1]).max(axis=1) >= 3.0).all()
+
+
+def test_windows_never_span_a_gap_in_a_part():
+    from toolchain.windows import part_windows, window_ends
+
+    ids = np.array([0, 1, 2, 3, 10, 11, 12, 20])      # three stretches of consecutive rows
+    assert list(window_ends(ids, 3)) == [2, 3, 6]
+    rows = np.arange(16, dtype=np.float32).reshape(8, 2)
+    windows, positions = part_windows(rows, 3, ids)
+    assert list(positions) == [2, 3, 6] and (windows[2] == rows[4:7]).all()
+
+
+def test_block_split_deals_whole_time_blocks_and_every_class_to_every_part():
+    from toolchain.split import split_indices
+
+    classes = np.array(["normal"] * 600 + ["ddos"] * 200 + ["scan"] * 200)    # classes in long runs
+    time = np.arange(1000, dtype=float)
+    parts = split_indices(classes, time, "blocks", (0.6, 0.2, 0.2), 7, "normal", blocks=20)
+    assert sorted(np.concatenate(list(parts.values())).tolist()) == list(range(1000))
+    for name, rows in parts.items():
+        assert set(classes[rows]) == {"normal", "ddos", "scan"}, name
+        starts = rows[np.r_[True, np.diff(rows) != 1]]
+        assert all(start % 50 == 0 for start in starts)           # stretches begin on block edges
+    again = split_indices(classes, time, "blocks", (0.6, 0.2, 0.2), 7, "normal", blocks=20)
+    assert all((again[k] == parts[k]).all() for k in parts)

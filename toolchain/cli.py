@@ -109,10 +109,20 @@ def build(recipe, label, data_root, work, out):
       tinyad build my_recipe.toml --label is_attack --out build/mine
     """
     from .pipeline import build as run_build
+    from .pipeline import build_each, summary_markdown
 
     try:
         recipe, root, work = _setup(recipe, data_root, work, label)
         out = Path(out) if out else Path("build") / recipe.name
+        if recipe.data.per_series:
+            summary = build_each(recipe, root, out, work, Progress())
+            click.echo(summary_markdown(summary["series"]))
+            failed = [r["series"] for r in summary["series"] if "error" in r]
+            click.echo(f"{len(summary['series']) - len(failed)} of {len(summary['series'])} series built into {out}"
+                       f" (summary: {out / 'summary.md'})")
+            if failed:
+                raise click.ClickException(f"{len(failed)} series failed: {', '.join(failed)}")
+            return
         report = run_build(recipe, root, out, work, Progress())
     except TinyadError as exc:
         raise click.ClickException(str(exc))

@@ -13,6 +13,7 @@ Work directory layout (``--work``)::
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 import warnings
@@ -270,3 +271,88 @@ def _headline(m: dict) -> dict:
     keys = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "confusion_matrix",
             "threshold")
     return {k: m[k] for k in keys}
+
+
+# -- one bundle per series -----------------------------------------------------------------------
+
+SUMMARY_JSON, SUMMARY_MD = "summary.json", "summary.md"
+
+
+def series_paths(recipe: Recipe, data_root: Path) -> list[str]:
+    """The series a ``per_series`` recipe names: its path glob(s), expanded, sorted, relative
+    to the same base as the recipe's data."""
+    import glob
+
+    base = Path(recipe.path).resolve().parent if recipe.data.relative_to == "recipe" else Path(data_root)
+    patterns = recipe.data.path if isinstance(recipe.data.path, list) else [recipe.data.path]
+    found = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(str(base / pattern)))
+        if not matches:
+            raise RecipeError(f"{recipe.path}: [data] path {pattern!r} matches no file under {base}")
+        found.extend(str(Path(m).relative_to(base)) for m in matches)
+    return found
+
+
+def build_each(recipe: Recipe, data_root: Path, out: Path, work: Path, progress=None) -> dict:
+    """Build one bundle per series into ``out/<series>/`` and a summary table (``summary.md``,
+    ``summary.json``). A series that fails its build or gate is recorded as such; the others
+    still build."""
+    import dataclasses
+
+    from firmware_host.errors import TinyadError
+
+    rows = []
+    out.mkdir(parents=True, exist_ok=True)
+    for path in series_paths(recipe, data_root):
+        stem = Path(path).stem
+        _say(progress, "series", f"{stem}")
+        one = dataclasses.replace(recipe, name=f"{recipe.name}-{stem}",
+                                  data=dataclasses.replace(recipe.data, path=path, per_series=False))
+        try:
+            report = build(one, data_root, out / stem, work / stem, progress)
+            rows.append(series_row(stem, report))
+        except TinyadError as exc:
+            rows.append({"series": stem, "error": str(exc)})
+    summary = {"recipe": recipe.to_dict(), "series": rows}
+    _write_atomic(out / SUMMARY_JSON, json.dumps(summary, indent=2, default=float) + "\n")
+    _write_atomic(out / SUMMARY_MD, summary_markdown(rows) + "\n")
+    return summary
+
+
+def series_row(name: str, report: dict) -> dict:
+    """One line of a per-series summary, from a build report."""
+    v = report["verify"]
+    row = {"series": name, "test_rows": v["test_rows"], "passed": v["passed"],
+           "int8_bytes": report["quantize"]["size_bytes"]["int8"], "parameters": report["train"]["parameters"]}
+    for model in ("float", "int8"):
+        m = v["models"][model]
+        row[f"{model}_f1"] = m["f1"]
+        w = m.get("windows")
+        if w:
+            row[f"{model}_windows"] = f"{w['detected']}/{w['windows']}"
+            row[f"{model}_false_alarms_per_1000"] = w["false_alarms_per_1000"]
+            row[f"{model}_mean_delay_rows"] = w.get("mean_delay_rows")
+    return row
+
+
+def summary_markdown(rows: list[dict]) -> str:
+    head = ("| series | test rows | windows float | windows int8 | false alarms /1000 (int8) | "
+            "mean delay, rows (int8) | F1 float | F1 int8 | int8 B | gate |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['series']} | failed: {r['error'][:120]} |" + " |" * 8)
+            continue
+        delay = r.get("int8_mean_delay_rows")
+        lines.append(f"| {r['series']} | {r['test_rows']} | {r.get('float_windows', '-')} | "
+                     f"{r.get('int8_windows', '-')} | {r.get('int8_false_alarms_per_1000', float('nan')):.2f} | "
+                     f"{'-' if delay is None else f'{delay:.0f}'} | {r['float_f1']:.3f} | {r['int8_f1']:.3f} | "
+                     f"{r['int8_bytes']} | {'pass' if r['passed'] else 'FAIL'} |")
+    return "\n".join(lines)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)

@@ -33,16 +33,19 @@ class DataSpec:
     exclude: list[str] = field(default_factory=list)
     max_rows: int | None = None          # cap after loading (stratified, seeded) for quick builds
     relative_to: str = "data_root"       # "data_root" (--data-root / $TINYAD_DATA) or "recipe" (the TOML's folder)
+    per_series: bool = False             # path is a glob (or list) of series: one bundle per series + a summary
 
 
 @dataclass
 class SplitSpec:
-    method: str = "random"               # "random" (stratified), "time" (earlier rows train), or "prefix"
-                                         # (train+validation from the normal rows before the first anomaly)
+    method: str = "random"               # "random" (stratified), "time" (earlier rows train), "prefix"
+                                         # (train+validation from the normal rows before the first anomaly),
+                                         # or "blocks" (contiguous time blocks dealt to the parts)
     train: float = 0.6
     validation: float = 0.2
     test: float = 0.2
     also_report: list[str] = field(default_factory=list)   # other split methods measured in the report
+    blocks: int = 20                     # "blocks": contiguous time blocks dealt to the parts
 
 
 @dataclass
@@ -124,7 +127,7 @@ class Recipe:
 _SECTIONS = {"data": DataSpec, "split": SplitSpec, "features": FeatureSpec, "preprocess": PreprocessSpec,
              "detector": DetectorSpec, "threshold": ThresholdSpec, "quantize": QuantizeSpec,
              "verify": VerifySpec}
-_CHOICES = {("split", "method"): ("random", "time", "prefix"),
+_CHOICES = {("split", "method"): ("random", "time", "prefix", "blocks"),
             ("detector", "kind"): ("ae", "vae_dnn", "lstm", "ae_lstm", "cnn_lstm_attn"),
             ("detector", "mode"): ("auto", "classifier", "forecaster"), ("verify", "gate"): ("f1", "windows"),
             ("detector", "classes"): ("binary", "multi"), ("detector", "train_on"): ("normal", "all"),
@@ -164,10 +167,15 @@ def parse_recipe(data: dict, path: Path) -> Recipe:
     s = recipe.split
     if recipe.detector.kind in TEMPORAL and s.method == "random":
         raise RecipeError(f"{path}: detector {recipe.detector.kind!r} reads windows of consecutive rows; use "
-                          "[split] method = \"time\" or \"prefix\", not \"random\"")
+                          "[split] method = \"time\", \"prefix\" or \"blocks\", not \"random\"")
     if recipe.detector.kind in TEMPORAL and recipe.detector.window < 2:
         raise RecipeError(f"{path}: [detector] window must be at least 2 for {recipe.detector.kind!r}")
-    if min(s.train, s.validation, s.test) <= 0 or abs(s.train + s.validation + s.test - 1.0) > 1e-6:
+    if s.method == "prefix":
+        # The test part is every row from the first anomaly on; train : validation splits the rest.
+        if min(s.train, s.validation) <= 0 or s.test != 0:
+            raise RecipeError(f"{path}: [split] method \"prefix\" takes positive train and validation shares "
+                              "of the rows before the first anomaly, and test = 0 (the test part is the rest)")
+    elif min(s.train, s.validation, s.test) <= 0 or abs(s.train + s.validation + s.test - 1.0) > 1e-6:
         raise RecipeError(f"{path}: [split] train/validation/test must be positive and sum to 1")
     return recipe
 

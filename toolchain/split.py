@@ -12,12 +12,15 @@ PARTS = ("train", "validation", "test")
 
 
 def split_indices(classes: np.ndarray, time: np.ndarray | None, method: str, fractions: tuple[float, float, float],
-                  seed: int, normal: str | None = None) -> dict[str, np.ndarray]:
+                  seed: int, normal: str | None = None, blocks: int = 20) -> dict[str, np.ndarray]:
     """Row indices per part. ``random`` stratifies by class; ``time`` puts earlier rows in train;
-    ``prefix`` trains and validates on the normal rows before the first anomaly and tests on the rest."""
+    ``prefix`` trains and validates on the normal rows before the first anomaly and tests on the rest;
+    ``blocks`` cuts the time-ordered rows into contiguous blocks and deals whole blocks to the parts."""
     n = len(classes)
     if method == "prefix":
         return _prefix_split(classes, time, fractions, normal)
+    if method == "blocks":
+        return _block_split(classes, time, fractions, seed, blocks)
     n_train = int(round(fractions[0] * n))
     n_val = int(round(fractions[1] * n))
     if method == "time":
@@ -53,6 +56,38 @@ def _prefix_split(classes: np.ndarray, time: np.ndarray | None, fractions, norma
                           "train and validate on")
     return {"train": np.sort(order[:n_train]), "validation": np.sort(order[n_train:prefix]),
             "test": np.sort(order[prefix:])}
+
+
+def _block_split(classes: np.ndarray, time: np.ndarray | None, fractions, seed: int, blocks: int) -> dict:
+    """Contiguous blocks of time-ordered rows, dealt to train/validation/test in the recipe's
+    proportions within each group of blocks sharing a majority class (seeded). Windows never
+    span two blocks of different parts, and no row is near-duplicated across parts the way a
+    row-level random split duplicates repeated snapshots. For data whose classes come in long
+    runs (TON_IoT's attacks follow its normal rows), this gives every part every class."""
+    order = np.argsort(np.asarray(time, dtype=np.float64), kind="stable") if time is not None \
+        else np.arange(len(classes))
+    if blocks < 3 or blocks > len(classes):
+        raise RecipeError(f"split method 'blocks': blocks = {blocks} must be between 3 and the row count")
+    chunks = np.array_split(order, blocks)
+    majority = []
+    for chunk in chunks:
+        values, counts = np.unique(classes[chunk], return_counts=True)
+        majority.append(values[np.argmax(counts)])
+    rng = np.random.default_rng(seed)
+    parts = {"train": [], "validation": [], "test": []}
+    for label in sorted(set(majority)):
+        group = [i for i, m in enumerate(majority) if m == label]
+        rng.shuffle(group)
+        n_val = int(round(fractions[1] * len(group)))
+        n_test = int(round(fractions[2] * len(group)))
+        if len(group) >= 3:
+            n_val, n_test = max(n_val, 1), max(n_test, 1)
+        n_train = len(group) - n_val - n_test
+        for name, picked in (("train", group[:n_train]), ("validation", group[n_train:n_train + n_val]),
+                             ("test", group[n_train + n_val:])):
+            parts[name].extend(chunks[i] for i in picked)
+    return {name: np.sort(np.concatenate(chunks_)) if chunks_ else np.empty(0, dtype=np.int64)
+            for name, chunks_ in parts.items()}
 
 
 def describe_split(parts: dict[str, np.ndarray], classes: np.ndarray, time: np.ndarray | None, method: str,

@@ -38,7 +38,7 @@ def scaled(prep: Prepared, features: list[str], scaler: Scaler, part: str) -> np
 def model_inputs(prep: Prepared, trained: TrainResult, part: str) -> tuple[np.ndarray, np.ndarray]:
     """(model inputs, row positions within the part they score) for one part: scaled rows, or
     windows of consecutive scaled rows for a temporal detector (its first W-1 rows get none)."""
-    return part_windows(scaled(prep, trained.features, trained.scaler, part), trained.window)
+    return part_windows(scaled(prep, trained.features, trained.scaler, part), trained.window, prep.parts[part])
 
 
 def part_truth(prep: Prepared, part: str, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -107,12 +107,13 @@ def _train_temporal(prep: Prepared, features: list[str], recipe: Recipe, spec, p
     train_raw = prep.raw("train", features)
     scaler = fit_scaler(train_raw if mode == "classifier" else train_raw[~attack_train],
                         recipe.preprocess.log1p, recipe.preprocess.clip)
-    w_train, pos_train = part_windows(scale_rows(train_raw, scaler), window)
-    w_val, pos_val = part_windows(scaled(prep, features, scaler, "validation"), window)
+    w_train, pos_train = part_windows(scale_rows(train_raw, scaler), window, prep.parts["train"])
+    w_val, pos_val = part_windows(scaled(prep, features, scaler, "validation"), window, prep.parts["validation"])
     if len(w_train) == 0 or len(w_val) == 0:
         raise RecipeError(f"the training or validation part has fewer rows than the window ({window}); "
                           "shorten [detector] window or change the split")
-    normal_train, normal_val = all_rows_in(~attack_train, window), all_rows_in(~attack_val, window)
+    normal_train = all_rows_in(~attack_train, window, pos_train)
+    normal_val = all_rows_in(~attack_val, window, pos_val)
     if mode == "forecaster" and (normal_train.sum() == 0 or normal_val.sum() == 0):
         raise RecipeError("no window of only normal rows in the training or validation part to learn from")
     if spec.kind == "lstm":
