@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from firmware_host.errors import DataError
-from toolchain.datasets import load_dataset, resolve_data_root
+from toolchain.datasets import first_window_row, load_dataset, resolve_data_root
 
+MACHINE = "nab/data/realKnownCause/machine_temperature_system_failure.csv"
 NBAIOT = ["n_baiot/benign_traffic.csv", "n_baiot/scan.csv", "n_baiot/doorbell_udp.csv", "n_baiot/thermostat_udp.csv"]
 
 
@@ -40,6 +41,78 @@ def test_ton_iot_label_and_type_targets(shared_data):
     assert "ddos" in set(typed.classes) and typed.normal_class == "normal"
     fridge = load_dataset("ton_iot", shared_data, "ton_iot/Train_Test_IoT_Fridge.csv.gz")
     assert fridge.one_hot["temp_condition_high"] == ("temp_condition", "high")
+
+
+def test_ton_iot_time_is_date_and_time_in_seconds(shared_data):
+    d = load_dataset("ton_iot", shared_data, "ton_iot/Train_Test_IoT_Weather.csv.gz")
+    # Row 1 is "25-Apr-19,17:33:16": 2019-04-25T17:33:16 = 1556213596 s after 1970 (no time zone).
+    assert d.time[0] == 1556213596.0
+    assert len(np.unique(d.time)) > 15000              # whole seconds, not truncated to kiloseconds
+    assert (d.time.max() - d.time.min()) / 86400 == pytest.approx(28.06, abs=0.01)
+    fridge = load_dataset("ton_iot", shared_data, "ton_iot/Train_Test_IoT_Fridge.csv.gz")
+    # The fridge's time cells are padded (" 19:19:40 "); "31-Mar-19" is its earliest date.
+    assert np.datetime_as_string(np.datetime64(int(fridge.time.min()), "s"))[:10] == "2019-03-31"
+    assert list(fridge.features.columns) == ["fridge_temperature", "temp_condition_high", "temp_condition_low"]
+    assert fridge.features["temp_condition_low"].isin([0, 1]).all()
+
+
+def test_nab_series_classes_windows_and_first_window_row(shared_data):
+    d = load_dataset("nab", shared_data, MACHINE)
+    assert list(d.features.columns) == ["value"] and len(d.classes) == 22695 and d.normal_class == "normal"
+    assert len(d.windows) == 4 and "Numenta" in d.citation and "MIT" in d.citation
+    start = np.datetime64("2013-12-10T06:25:00", "s").astype(np.int64)
+    assert d.windows[0][0] == start
+    # Windows are inclusive: the row stamped exactly at a window's start or end is an anomaly.
+    for begin, end in d.windows:
+        assert set(d.classes[(d.time == begin) | (d.time == end)]) == {"anomaly"}
+    assert (d.classes == "anomaly").sum() == 2268
+    first = first_window_row(d)
+    assert first == 2126 and d.time[first] == start and (d.classes[:first] == "normal").all()
+    part = d.subset(np.arange(100, 300))
+    assert part.windows == d.windows and len(part.classes) == 200
+
+
+def _nab_tree(tmp_path: Path, series: str, windows: str) -> Path:
+    (tmp_path / "nab" / "data" / "cat").mkdir(parents=True)
+    (tmp_path / "nab" / "labels").mkdir()
+    (tmp_path / "nab" / "data" / "cat" / "s.csv").write_text(series)
+    (tmp_path / "nab" / "labels" / "combined_windows.json").write_text(windows)
+    return tmp_path
+
+
+GOOD_SERIES = "timestamp,value\n2014-01-01 00:00:00,1\n2014-01-01 00:05:00,2\n2014-01-01 00:10:00,3\n"
+GOOD_WINDOWS = '{"cat/s.csv": [["2014-01-01 00:05:00.000000", "2014-01-01 00:10:00.000000"]]}'
+
+
+def test_nab_small_tree(tmp_path):
+    d = load_dataset("nab", _nab_tree(tmp_path, GOOD_SERIES, GOOD_WINDOWS), "nab/data/cat/s.csv")
+    assert d.classes.tolist() == ["normal", "anomaly", "anomaly"] and first_window_row(d) == 1
+    assert np.diff(d.time).tolist() == [300.0, 300.0]
+
+
+@pytest.mark.parametrize("series, windows, path, expect", [
+    (GOOD_SERIES, GOOD_WINDOWS, "nab/data/cat/nope.csv", ["nope.csv", "no such file", "github.com/numenta/NAB"]),
+    (GOOD_SERIES, '{"cat/other.csv": []}', "nab/data/cat/s.csv", ["combined_windows.json", "'cat/s.csv'"]),
+    ("timestamp,value\n2014-01-01 00:00:00,1\n2014-13-45 00:05:00,2\n", GOOD_WINDOWS, "nab/data/cat/s.csv",
+     ["s.csv line 3, column 'timestamp'", "'2014-13-45 00:05:00'"]),
+    (GOOD_SERIES, '{"cat/s.csv": [["2014-01-01", "soon"]]}', "nab/data/cat/s.csv",
+     ["combined_windows.json 'cat/s.csv' window 1", "'soon'"]),
+    ("timestamp,value\n2014-01-01 00:00:00,x\n", GOOD_WINDOWS, "nab/data/cat/s.csv", ["line 2, column 'value'"]),
+    ("time,value\n2014-01-01 00:00:00,1\n", GOOD_WINDOWS, "nab/data/cat/s.csv", ["column 'timestamp' is missing"]),
+    (GOOD_SERIES, "{not json", "nab/data/cat/s.csv", ["combined_windows.json: not readable JSON"]),
+])
+def test_nab_bad_inputs_are_one_line_errors(tmp_path, series, windows, path, expect):
+    with pytest.raises(DataError) as info:
+        load_dataset("nab", _nab_tree(tmp_path, series, windows), path)
+    assert "\n" not in str(info.value)
+    for part in expect:
+        assert part in str(info.value)
+
+
+def test_nab_series_outside_a_nab_folder(tmp_path):
+    (tmp_path / "s.csv").write_text(GOOD_SERIES)
+    with pytest.raises(DataError, match="not under a NAB folder"):
+        load_dataset("nab", tmp_path, "s.csv")
 
 
 def test_nsl_kdd_headerless(shared_data):

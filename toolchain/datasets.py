@@ -24,6 +24,7 @@ SOURCES = {
     "nbaiot": "UCI ML repository, 'detection_of_IoT_botnet_attacks_N_BaIoT' (Meidan et al. 2018)",
     "ton_iot": "UNSW Canberra, https://research.unsw.edu.au/projects/toniot-datasets (Moustafa et al.)",
     "nsl_kdd": "University of New Brunswick, https://www.unb.ca/cic/datasets/nsl.html (Tavallaee et al. 2009)",
+    "nab": "Numenta Anomaly Benchmark (NAB v1.1, Numenta, MIT licence), https://github.com/numenta/NAB",
     "csv": "your own CSV file",
 }
 SDN_IDENTIFIERS = ("src", "dst", "dt", "switch")
@@ -51,13 +52,15 @@ class Dataset:
     sources: list = field(default_factory=list)
     citation: str = ""
     one_hot: dict = field(default_factory=dict)  # feature name -> (source column, value) for derived 0/1 columns
+    windows: list | None = None          # labelled anomaly windows [(start, end)] in ``time`` units (NAB), inclusive
 
     def subset(self, rows: np.ndarray) -> "Dataset":
-        """The same data set restricted to ``rows`` (positions), re-indexed from 0."""
+        """The same data set restricted to ``rows`` (positions), re-indexed from 0. Labelled
+        windows are spans of time, so they are kept whole."""
         pick = lambda frame: None if frame is None else frame.iloc[rows].reset_index(drop=True)
         return Dataset(self.name, pick(self.features), self.classes[rows], self.normal_class,
                        None if self.time is None else self.time[rows], pick(self.identifiers), self.sources,
-                       self.citation, self.one_hot)
+                       self.citation, self.one_hot, self.windows)
 
 
 def resolve_data_root(explicit: str | os.PathLike | None = None, *, search_defaults: bool = True) -> Path:
@@ -140,6 +143,11 @@ def _with_one_hot(frame, features, encode: dict, one_hot: dict):
     return pd.concat([features, pd.DataFrame(extra, index=features.index)], axis=1) if extra else features
 
 
+def _seconds(stamps) -> np.ndarray:
+    """Datetimes (a pandas Series or array, any resolution) as float64 seconds since 1970-01-01."""
+    return np.asarray(stamps, dtype="datetime64[ns]").astype(np.int64) / 1e9
+
+
 # -- loaders -----------------------------------------------------------------------------------
 
 def _load_sdn(path: Path, exclude, **_) -> Dataset:
@@ -217,7 +225,7 @@ def _load_ton_iot(path: Path, exclude, target=None, **_) -> Dataset:
         classes = np.where(labels == 1, "attack", "normal")
     else:
         classes = frame["type"].astype(str).str.strip().to_numpy()
-    time = (stamp.astype("int64") // 10**9).to_numpy(dtype=np.float64)
+    time = _seconds(stamp)
     return Dataset("ton_iot", features.reset_index(drop=True), classes, "normal", time, None, [str(path)],
                    SOURCES["ton_iot"], one_hot)
 
@@ -261,14 +269,98 @@ def _load_csv(path: Path, exclude, label=None, normal=None, time_column=None, **
     if time_column:
         values = pd.to_numeric(frame[time_column], errors="coerce")
         if values.isna().any():
-            values = pd.to_datetime(frame[time_column], errors="coerce").astype("int64") / 1e9
-        time = values.to_numpy(dtype=np.float64)
+            stamps = pd.to_datetime(frame[time_column], errors="coerce")
+            if stamps.isna().any():
+                row = int(np.flatnonzero(stamps.isna().to_numpy())[0])
+                raise DataError(f"{path} line {row + 2}, column '{time_column}': "
+                                f"{str(frame[time_column].iloc[row]).strip()!r} is neither a number nor a date")
+            values = _seconds(stamps)
+        time = np.asarray(values, dtype=np.float64)
     return Dataset(path.stem, features.reset_index(drop=True), classes, normal, time, None, [str(path)],
                    SOURCES["csv"])
 
 
+NAB_LABELS = Path("labels") / "combined_windows.json"
+
+
+def _nab_root(path: Path) -> Path:
+    """The NAB folder holding ``data/`` (where ``path`` lies) and ``labels/``."""
+    for parent in path.resolve().parents:
+        if parent.name == "data" and (parent.parent / NAB_LABELS).is_file():
+            return parent.parent
+    raise DataError(f"{path}: not under a NAB folder's data/ beside {NAB_LABELS.as_posix()}; "
+                    f"get NAB from {SOURCES['nab']}")
+
+
+def _parse_stamps(texts, path: Path, where) -> np.ndarray:
+    """ISO timestamps as float64 seconds; the first bad one is an error at ``where(i)``."""
+    import pandas as pd
+
+    texts = pd.Series(texts, dtype=object).astype(str).str.strip()
+    stamps = pd.to_datetime(texts, format="ISO8601", errors="coerce")
+    if stamps.isna().any():
+        i = int(np.flatnonzero(stamps.isna().to_numpy())[0])
+        raise DataError(f"{path} {where(i)}: {texts.iloc[i]!r} is not a timestamp (YYYY-MM-DD HH:MM:SS)")
+    return _seconds(stamps)
+
+
+def nab_windows(path: Path) -> list[tuple[float, float]]:
+    """The labelled anomaly windows of one NAB series file, as (start, end) seconds, in time order."""
+    import json
+
+    root = _nab_root(path)
+    labels = root / NAB_LABELS
+    key = path.resolve().relative_to((root / "data").resolve()).as_posix()
+    try:
+        table = json.loads(labels.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{labels}: not readable JSON ({str(exc).splitlines()[0][:200]})") from None
+    if not isinstance(table, dict) or key not in table:
+        raise DataError(f"{labels}: no windows for series '{key}' (is it a NAB series?)")
+    spans = table[key]
+    if not isinstance(spans, list) or any(not isinstance(w, list) or len(w) != 2 for w in spans):
+        raise DataError(f"{labels}: '{key}' must be a list of [start, end] timestamp pairs")
+    flat = _parse_stamps([t for w in spans for t in w], labels, lambda i: f"'{key}' window {i // 2 + 1}")
+    windows = sorted(zip(flat[0::2].tolist(), flat[1::2].tolist()))
+    for n, (start, end) in enumerate(windows, 1):
+        if end < start:
+            raise DataError(f"{labels}: '{key}' window {n} ends before it starts")
+    return windows
+
+
+def _load_nab(path: Path, exclude, **_) -> Dataset:
+    if "value" in exclude:
+        raise DataError(f"{path}: a NAB series has one feature, 'value'; it cannot be excluded")
+    frame = _read_csv(path, "nab")
+    for column in ("timestamp", "value"):
+        if column not in frame.columns:
+            raise DataError(f"{path}: column '{column}' is missing; NAB series have 'timestamp,value'")
+    time = _parse_stamps(frame["timestamp"], path, lambda i: f"line {i + 2}, column 'timestamp'")
+    features = _numeric(frame, path, ["value"])
+    if features["value"].isna().any():
+        row = int(np.flatnonzero(features["value"].isna().to_numpy())[0])
+        raise DataError(f"{path} line {row + 2}, column 'value': empty")
+    windows = nab_windows(path)
+    inside = np.zeros(len(time), dtype=bool)
+    for start, end in windows:
+        inside |= (time >= start) & (time <= end)
+    return Dataset(f"nab/{path.parent.name}/{path.stem}", features.reset_index(drop=True),
+                   np.where(inside, "anomaly", "normal"), "normal", time, None, [str(path)], SOURCES["nab"],
+                   windows=windows)
+
+
+def first_window_row(dataset: Dataset) -> int:
+    """Index of the first row (in time order) at or after the start of the first labelled window:
+    rows before it hold no labelled anomaly, the part NAB-style detectors train on. The row
+    count when every row precedes the first window."""
+    if not dataset.windows or dataset.time is None:
+        raise DataError(f"{dataset.name}: no labelled windows, so no first window row")
+    start = min(w[0] for w in dataset.windows)
+    return int(np.count_nonzero(np.asarray(dataset.time, dtype=np.float64) < start))
+
+
 LOADERS = {"sdn_ddos": _load_sdn, "nbaiot": _load_nbaiot, "ton_iot": _load_ton_iot, "nsl_kdd": _load_nsl_kdd,
-           "csv": _load_csv}
+           "nab": _load_nab, "csv": _load_csv}
 
 
 def load_dataset(loader: str, root: Path, path: str | list[str], *, label: str | None = None,

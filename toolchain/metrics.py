@@ -79,3 +79,61 @@ def best_f1_threshold(is_attack: np.ndarray, scores: np.ndarray) -> float:
 
 def percentile_threshold(normal_scores: np.ndarray, percentile: float) -> float:
     return float(np.percentile(normal_scores, percentile))
+
+
+def window_detection(alarms: np.ndarray, times: np.ndarray, windows) -> dict:
+    """NAB-style scores of per-row ``alarms`` against labelled anomaly ``windows``.
+
+    ``times`` gives each row's time (seconds for the NAB loader; row indices work too, and then
+    the "seconds" figures are in rows); ``windows`` is a list of inclusive ``(start, end)`` spans
+    in the same unit. Rows need not be sorted. The rules:
+
+    - a window is *detected* when at least one alarm falls inside it (start <= time <= end);
+    - the *first* alarm inside a window detects it; later alarms inside the same window are
+      neither credited again nor counted as false alarms (NAB credits one detection per window),
+      they are reported as ``repeat_alarms_in_windows`` (overlapping windows each count an
+      alarm in their overlap);
+    - a *false alarm* is an alarm outside every window; ``false_alarms_per_1000`` divides by all
+      scored rows (``points``), the NAB convention of "per 1,000 points";
+    - *delay* of a detected window: ``delay_rows`` counts the scored rows inside the window before
+      its first alarm (0 = alarm on its first scored row) and ``delay_seconds`` is first-alarm time
+      minus window start, so a window whose first rows were not scored (warm-up) still shows
+      the time it really took;
+    - a window holding no scored row cannot be detected: it counts in ``windows`` but not in
+      ``windows_scored``, and ``missed`` = scored windows not detected.
+
+    ``per_window`` (in the order given) holds start, end, rows, detected, first_alarm (position
+    into the given arrays), delay_rows, delay_seconds and alarms (all alarms inside)."""
+    alarms = np.asarray(alarms, dtype=bool)
+    times = np.asarray(times, dtype=np.float64)
+    if alarms.shape != times.shape or alarms.ndim != 1:
+        raise ValueError(f"alarms {alarms.shape} and times {times.shape} must be 1-D and of one length")
+    order = np.argsort(times, kind="stable")
+    sorted_times, sorted_alarms = times[order], alarms[order]
+    in_any = np.zeros(len(times), dtype=bool)
+    per_window = []
+    for start, end in windows:
+        lo = int(np.searchsorted(sorted_times, start, side="left"))
+        hi = int(np.searchsorted(sorted_times, end, side="right"))
+        in_any[lo:hi] = True
+        hits = np.flatnonzero(sorted_alarms[lo:hi])
+        entry = {"start": float(start), "end": float(end), "rows": int(hi - lo), "detected": bool(hits.size),
+                 "first_alarm": None, "delay_rows": None, "delay_seconds": None, "alarms": int(hits.size)}
+        if hits.size:
+            first = lo + int(hits[0])
+            entry.update(first_alarm=int(order[first]), delay_rows=int(hits[0]),
+                         delay_seconds=float(sorted_times[first] - start))
+        per_window.append(entry)
+    detected = [w for w in per_window if w["detected"]]
+    false_alarms = int(np.count_nonzero(sorted_alarms & ~in_any))
+    in_windows = int(np.count_nonzero(sorted_alarms & in_any))
+    scored = sum(1 for w in per_window if w["rows"])
+    mean = lambda key: float(np.mean([w[key] for w in detected])) if detected else float("nan")
+    return {"points": int(len(times)), "windows": len(per_window), "windows_scored": scored,
+            "detected": len(detected), "missed": scored - len(detected),
+            "false_alarms": false_alarms,
+            "false_alarms_per_1000": 1000.0 * false_alarms / len(times) if len(times) else float("nan"),
+            "alarms_in_windows": in_windows,
+            "repeat_alarms_in_windows": sum(w["alarms"] for w in per_window) - len(detected),
+            "mean_delay_rows": mean("delay_rows"), "mean_delay_seconds": mean("delay_seconds"),
+            "per_window": per_window}
