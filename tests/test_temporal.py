@@ -83,6 +83,9 @@ def test_each_temporal_detector_is_fully_int8_with_a_fused_lstm(temporal_bundles
     assert float_ops(ops) == [] and not names & {"DEQUANTIZE", "QUANTIZE"}
     report = json.loads((bundle / REPORT_FILE).read_text())
     assert report["quantize"]["ops"] == [op.name for op in ops]
+    scorers = {row["scorer"]: row for row in report["compare"]}
+    assert {f"{kind} (float)", f"{kind} (int8)", "isolation_forest", "one_class_svm", "windowed_gaussian"} <= set(scorers)
+    assert scorers[f"{kind} (int8)"]["p50_us"] > 0 and scorers[f"{kind} (int8)"]["bytes"] == manifest.size_bytes["int8"]
     if kind == "cnn_lstm_attn":
         assert {"CONV_2D", "SOFTMAX", "BATCH_MATMUL"} <= names   # conv features and attention weights
         assert manifest.score_params["mode"] in ("classifier", "forecaster")

@@ -108,6 +108,7 @@ def build(recipe, label, data_root, work, out):
       tinyad build models/sdn_ddos_vae_dnn.toml --data-root ../shared/data
       tinyad build my_recipe.toml --label is_attack --out build/mine
     """
+    from .compare import comparison_lines
     from .pipeline import build as run_build
     from .pipeline import build_each, summary_markdown
 
@@ -135,6 +136,9 @@ def build(recipe, label, data_root, work, out):
     q = report["quantize"]
     click.echo(f"int8 model {q['size_bytes']['int8']} B (float {q['size_bytes']['float']} B), weight bytes ratio "
                f"{q['weight_ratio']:.3f}; ops: {', '.join(sorted(set(q['ops'])))}")
+    click.echo("compared on the same test rows:")
+    for line in comparison_lines(report["compare"]):
+        click.echo("  " + line)
     click.echo(f"bundle written to {out} in {report['build_seconds']:.0f} s")
 
 

@@ -30,6 +30,7 @@ from firmware_host.interpreter import load_runtime
 from . import baselines, metrics
 from . import features as feats
 from .bundle import golden_vectors, write_bundle
+from .compare import comparison_rows, detector_latency
 from .plots import plot_report
 from .prepare import Prepared, prepare
 from .quantize import quantize, representative_rows
@@ -98,7 +99,7 @@ def select_features(prep: Prepared, recipe: Recipe, progress=None, sweep: bool =
 def _convert_only(prep: Prepared, trained: TrainResult, recipe: Recipe):
     x_train, pos_train = model_inputs(prep, trained, "train")
     attack, _ = part_truth(prep, "train", pos_train)
-    rep, origin = representative_rows(x_train, attack, recipe.quantize, recipe.seed)
+    rep, origin = representative_rows(x_train, attack, recipe.quantize, recipe.seed, trained.scaler.clip)
     return quantize(trained.model, rep, origin, recipe.quantize)
 
 
@@ -215,7 +216,7 @@ def build(recipe: Recipe, data_root: Path, out: Path, work: Path, progress=None)
               "train": {"parameters": train_info["parameters"], "epochs_run": _epochs_run(train_info["history"]),
                         "window": train_info.get("window", 1), "score_fit": train_info.get("fit", {})},
               "quantize": quant_info, "verify": verify_report,
-              "baselines": baselines.unsupervised(prep, trained, recipe), "splits": {}}
+              "baselines": baselines.run_all(prep, trained, recipe), "splits": {}}
     for method in recipe.split.also_report:
         if method != recipe.split.method:
             report["splits"][method] = _other_split(recipe, data_root, method, progress)
@@ -225,6 +226,8 @@ def build(recipe: Recipe, data_root: Path, out: Path, work: Path, progress=None)
     golden = golden_vectors(work / mf.MODEL_FILE, x_test, recipe.detector.kind, verify_report["threshold_int8"],
                             recipe.quantize.golden_rows, recipe.seed, trained.score_params)
     manifest = _manifest(recipe, prep, trained, quant_info, verify_report, work)
+    _say(progress, "compare", "measuring latency for the comparison table")
+    report["compare"] = comparison_rows(report, detector_latency(work))
     report["build_seconds"] = time.perf_counter() - started
     files = {mf.MODEL_FILE: (work / mf.MODEL_FILE).read_bytes(),
              mf.FLOAT_MODEL_FILE: (work / mf.FLOAT_MODEL_FILE).read_bytes(),

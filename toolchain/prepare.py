@@ -27,7 +27,7 @@ class Prepared:
 
 
 def _data_path(recipe: Recipe, root: Path, path):
-    base = Path(recipe.path).resolve().parent if recipe.data.relative_to == "recipe" else root
+    base = Path(recipe.path).resolve().parent if recipe.data.relative_to == "recipe" else Path(root).resolve()
     return [str(base / p) for p in path] if isinstance(path, list) else str(base / path)
 
 

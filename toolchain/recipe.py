@@ -95,6 +95,7 @@ class ThresholdSpec:
 class QuantizeSpec:
     representative_rows: int = 500
     representative_source: str = "train"   # "train" (all classes) or "normal"
+    synthetic_share: float = 0.0         # share of representative rows replaced by synthetic anomalies
     per_channel: bool = True
     golden_rows: int = 32
 

@@ -5,8 +5,9 @@ the int8 converter emits fused integer ops: the Keras 2 LSTM converts to one int
 ``UNIDIRECTIONAL_SEQUENCE_LSTM`` (the Keras 3 LSTM crashes the TF 2.21 int8 converter, and an
 unrolled one leaves a float SPLIT behind). Outputs, as ``firmware_host.scoring`` reads them:
 
-- ``lstm``: forecasts the current sample from the W-1 before it; emits the residual
-  (actual - forecast), computed inside the model so int8 ranges fit normal errors.
+- ``lstm``: forecasts the current sample from the W-1 before it (as a change from the previous
+  sample); emits the residual (actual - forecast), computed inside the model so int8 ranges
+  fit normal errors.
 - ``ae_lstm``: a dense AE reconstructs the whole window and an LSTM forecasts the current
   sample; emits both residuals concatenated (window first), scored as ``a*RE + b*PE``.
 - ``cnn_lstm_attn``: Conv1D over the window, an LSTM, softmax attention over time steps and a
@@ -26,18 +27,26 @@ from .recipe import DetectorSpec
 
 
 def _split_window(keras, inputs, window: int):
-    """(past W-1 steps, current step as a flat vector) of a window input."""
+    """(past W-1 steps, observed change from the previous step to the current one) of a window.
+
+    Forecasters predict that change rather than the current level: ``current - previous`` is
+    exact in int8 (both values share the input scale), and the network's output then spans the
+    narrow range of normal changes instead of the whole range of levels, which keeps int8
+    precision where normal and anomalous errors are told apart."""
     past = keras.layers.Cropping1D((0, 1), name="past")(inputs)
     current = keras.layers.Flatten(name="current")(keras.layers.Cropping1D((window - 1, 0), name="last")(inputs))
-    return past, current
+    previous = keras.layers.Flatten(name="previous")(
+        keras.layers.Cropping1D((window - 2, 1), name="before_last")(inputs))
+    change = keras.layers.Subtract(name="change")([current, previous])
+    return past, change
 
 
-def _forecast_residual(keras, past, current, n_features: int, spec: DetectorSpec, prefix: str):
+def _forecast_residual(keras, past, change, n_features: int, spec: DetectorSpec, prefix: str):
     h = keras.layers.LSTM(spec.lstm_units, name=f"{prefix}_lstm")(past)
     if spec.dropout:
         h = keras.layers.Dropout(spec.dropout)(h)
     forecast = keras.layers.Dense(n_features, name=f"{prefix}_forecast")(h)
-    return keras.layers.Subtract(name=f"{prefix}_residual")([current, forecast])
+    return keras.layers.Subtract(name=f"{prefix}_residual")([change, forecast])
 
 
 def _attention_encoder(keras, x, spec: DetectorSpec):
