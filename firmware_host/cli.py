@@ -63,6 +63,10 @@ def main():
       tinyad run build/default --input data.csv --output verdicts.csv
       tinyad info build/default
       tinyad bench build/default
+    Device link (serial, e.g. a Raspberry Pi on /dev/ttyUSB0):
+      tinyad device --port /dev/serial0 --model bundle      (on the Pi)
+      tinyad stream --port /dev/ttyUSB0 --model bundle --input data.csv --output verdicts.csv
+      tinyad deploy build/new --port /dev/ttyUSB0
     """
 
 
@@ -146,6 +150,159 @@ def bench(bundle, invokes, as_json):
         return
     for line in bench_lines(result):
         click.echo(line)
+
+
+@main.command()
+@click.option("--port", "-p", required=True, help="Serial device the host is on, e.g. /dev/serial0 or /dev/ttyGS0.")
+@click.option("--model", "-m", "bundle", required=True, type=click.Path(file_okay=False),
+              help="Bundle directory to serve; 'tinyad deploy' replaces it in place.")
+@click.option("--baud", default=115200, show_default=True, help="Baud rate (ignored by USB-CDC and pseudo-terminals).")
+@click.option("--credit", default=4096, show_default=True, help="Bytes of DATA the host may have in flight.")
+def device(port, bundle, baud, credit):
+    """Run the device agent: serve a bundle's verdicts over a serial line, until stopped.
+
+    Checks the bundle's hash and replays its golden vectors first (and after every model
+    push); a device that does not reproduce them answers every request with an ERROR that
+    names its interpreter, and never serves a verdict. Logs to stderr; survives host
+    disconnects and reopens the port.
+
+    \b
+    On a Raspberry Pi (see the README for a systemd unit):
+      tinyad device --port /dev/serial0 --model /var/lib/tinyad/bundle
+    """
+    import sys
+    import time as _time
+
+    from .agent import serve
+
+    def log(message: str) -> None:
+        print(f"{_time.strftime('%H:%M:%S')} tinyad device: {message}", file=sys.stderr, flush=True)
+
+    try:
+        serve(port, bundle, baud=baud, log=log, credit=credit)
+    except KeyboardInterrupt:
+        log("stopped")
+    except TinyadError as exc:
+        raise fail(exc)
+
+
+@main.command()
+@click.option("--port", "-p", required=True, help="Serial device the Pi is on, e.g. /dev/ttyUSB0.")
+@click.option("--model", "-m", "bundle", required=True, type=click.Path(file_okay=False),
+              help="The bundle the device serves (its manifest scales and quantizes the rows here).")
+@click.option("--input", "-i", "input_path", required=True, help="CSV with the bundle's feature columns, or - for stdin.")
+@click.option("--output", "-o", "output_path", type=click.Path(dir_okay=False), default=None,
+              help="Write verdicts to this CSV instead of stdout.")
+@click.option("--baud", default=115200, show_default=True, help="Baud rate of the line.")
+@click.option("--batch-rows", default=256, show_default=True, help="CSV rows read per batch.")
+@click.option("--give-up-after", default=30.0, show_default=True, help="Seconds without a verdict before failing.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def stream(port, bundle, input_path, output_path, baud, batch_rows, give_up_after, quiet):
+    """Stream a CSV to a device over serial and write one verdict per row, in input order.
+
+    Rows are scaled and quantized here with the bundle's manifest and sent as int8, one byte
+    per feature. Verdicts equal `tinyad run`'s on the same bundle and input. Exits non-zero,
+    naming how many rows got no verdict, if the device refuses or stops answering.
+    """
+    from .csv_input import VERDICT_HEADER, atomic_output, open_text, read_batches, verdict_rows
+    from .link import Link
+    from .manifest import load_manifest
+    from .report_text import stream_lines
+    from .runner import prepare_rows
+    from .streamer import Session
+
+    def log(message: str) -> None:
+        if not quiet:
+            click.echo(f"\r\033[Kstream: {message}", err=True)
+
+    rows_read = 0
+    session = None
+    failure = None
+    try:
+        manifest = load_manifest(bundle)
+        text, source = open_text(input_path)
+        link = Link(port, baud)
+        session = Session(link, manifest, log=log, give_up_after=give_up_after, baud=baud)
+        session.handshake()
+
+        def prepared():
+            nonlocal rows_read
+            for raw in read_batches(text, manifest, source, batch_rows):
+                rows_read += len(raw)
+                yield prepare_rows(manifest, raw)
+
+        bar = _RateBar(quiet)
+        with atomic_output(output_path) as out:
+            writer = csv.writer(out)
+            writer.writerow(VERDICT_HEADER)
+            try:
+                session.stream(prepared(), lambda first, v: writer.writerows(verdict_rows(first, v, manifest)),
+                               bar.advance)
+            except TinyadError as exc:
+                failure = exc        # keep the verdicts that did arrive, then fail
+            bar.close()
+        link.close()
+    except TinyadError as exc:
+        raise fail(exc)
+    stats = session.stats
+    stats.missing = max(rows_read - stats.samples, 0)
+    for line in stream_lines(stats.summary(), manifest, port, baud):
+        click.echo(line, err=True)
+    if failure is not None or stats.missing:
+        raise click.ClickException(f"{stats.missing} of {rows_read} rows got no verdict"
+                                   + (f": {failure}" if failure else ""))
+
+
+class _RateBar:
+    """A one-line progress display on stderr: samples so far and samples per second."""
+
+    def __init__(self, quiet: bool):
+        import time as _time
+
+        self.quiet = quiet
+        self.done = 0
+        self.started = _time.monotonic()
+        self.last = 0.0
+
+    def advance(self, n: int) -> None:
+        import time as _time
+
+        self.done += n
+        now = _time.monotonic()
+        if not self.quiet and now - self.last > 0.2:
+            self.last = now
+            rate = self.done / max(now - self.started, 1e-9)
+            click.echo(f"\r\033[Kstreamed {self.done} samples, {rate:,.0f} samples/s", err=True, nl=False)
+
+    def close(self) -> None:
+        if not self.quiet:
+            click.echo("\r\033[K", err=True, nl=False)
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(file_okay=False))
+@click.option("--port", "-p", required=True, help="Serial device the Pi is on.")
+@click.option("--baud", default=115200, show_default=True)
+def deploy(bundle, port, baud):
+    """Push BUNDLE (model, manifest, golden vectors) to a running device agent.
+
+    The device writes it to a staging folder, fsyncs, checks the hashes and runs the golden
+    self-test, then swaps it in by rename and keeps the previous bundle. If anything fails,
+    or the push is cut off, the device keeps serving its old model.
+    """
+    from .link import Link
+    from .streamer import deploy as push
+
+    try:
+        link = Link(port, baud)
+        try:
+            result = push(link, bundle)
+        finally:
+            link.close()
+    except TinyadError as exc:
+        raise fail(exc)
+    click.echo(f"pushed {result['bytes']} bytes in {result['chunks']} chunks ({result['resent']} re-sent); "
+               f"device now serves {result['model_sha256'][:12]}... ({result['status']})")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -32,3 +32,7 @@ class SelfTestError(BundleError):
 
 class InterpreterUnavailable(TinyadError):
     """No TFLite interpreter could be imported."""
+
+
+class LinkError(TinyadError):
+    """The serial link failed: no port, no answer, a refusing device, or retries exhausted."""

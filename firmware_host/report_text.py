@@ -68,3 +68,18 @@ def bench_lines(r: dict) -> list[str]:
     lines.append(f"golden self-test: {'passed' if t['passed'] else 'FAILED'} ({t['rows']} rows, max "
                  f"{t['max_abs_diff_lsb']} LSB off, {t['verdict_mismatches']} verdicts differ)")
     return lines
+
+
+def stream_lines(summary: dict, manifest, port: str, baud: int) -> list[str]:
+    """The end-of-stream summary of ``tinyad stream``."""
+    features = len(manifest.features)
+    limit = baud / 10 / features
+    rate = summary["samples_per_second"]
+    return [
+        f"{summary['samples']} samples, {summary['anomalies']} anomalies in {summary['seconds']:.1f} s "
+        f"({rate:,.0f} samples/s; {baud} baud carries at most {limit:,.0f} of {features} bytes)",
+        f"link: efficiency {summary['link_efficiency']:.3f} (sample bytes / bytes sent), "
+        f"{summary['retransmissions']} frames re-sent, {summary['crc_errors']} CRC errors, "
+        f"{summary['resyncs']} re-syncs ({summary['replayed']} warm-up samples replayed)",
+        f"round trip per frame: p50 {summary['rtt_ms_p50']:.1f} ms, p99 {summary['rtt_ms_p99']:.1f} ms",
+    ]

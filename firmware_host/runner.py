@@ -111,8 +111,7 @@ class Detector:
     # -- the pipeline, split so the serial agent can use the quantized half alone --
     def prepare(self, raw_rows: np.ndarray) -> np.ndarray:
         """Raw feature rows -> int8 model input values."""
-        q = self.manifest.input_quantization
-        return quant.quantize(scale_rows(raw_rows, self.manifest.scaler), q.scale, q.zero_point)
+        return prepare_rows(self.manifest, raw_rows)
 
     def predict_prepared(self, inputs: np.ndarray) -> tuple[scoring.Verdicts, np.ndarray]:
         """Model input values -> (verdicts, raw outputs)."""
@@ -186,6 +185,13 @@ class Stream:
             predicted[positions] = verdicts.predicted
             warming[positions] = False
         return scoring.Verdicts(scores=scores, is_anomaly=flags, predicted=predicted, warming_up=warming)
+
+
+def prepare_rows(manifest: Manifest, raw_rows: np.ndarray) -> np.ndarray:
+    """Raw feature rows -> int8 model input values, as the manifest says (scale, then quantize).
+    The host streamer uses this alone: it needs the manifest, not an interpreter."""
+    q = manifest.input_quantization
+    return quant.quantize(scale_rows(raw_rows, manifest.scaler), q.scale, q.zero_point)
 
 
 def load_golden(bundle: Path) -> dict:

@@ -1,0 +1,309 @@
+"""The device agent: what runs on the Raspberry Pi behind the serial line.
+
+``DeviceAgent.handle(frame)`` is the whole protocol state machine (frames in, frames out, no
+I/O), so tests can drive it directly; ``serve`` wraps it around a serial port that it reopens
+whenever the port goes away. Imports numpy, pyserial and the interpreter loader only.
+
+Guarantees:
+- it serves only a bundle whose model hash matches its manifest and whose golden vectors this
+  machine reproduces; otherwise HELLO and DATA get an ERROR that says why;
+- exactly-once: DATA frames are applied in sample order; a re-sent frame that was already
+  applied gets its cached RESULT and does not move the window state again;
+- a model push is written to a staging folder, fsynced, hash-checked and self-tested before it
+  replaces the served bundle by rename; until then, and if anything fails, the old model serves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import protocol as p
+from .errors import BundleError, TinyadError
+from .manifest import GOLDEN_FILE, MANIFEST_FILE, MODEL_FILE
+from .runner import Detector
+
+DEFAULT_CREDIT = 4096          # bytes of DATA frames in flight: several frames, so the line never idles
+DEFAULT_MAX_BATCH = 256        # samples per DATA frame
+RESULT_CACHE = 256             # recent RESULT frames kept for re-sent DATA
+PUSH_FILES = (MODEL_FILE, MANIFEST_FILE, GOLDEN_FILE)
+
+Log = Callable[[str], None]
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
+class DeviceAgent:
+    def __init__(self, bundle: str | os.PathLike, *, credit: int = DEFAULT_CREDIT,
+                 max_batch: int = DEFAULT_MAX_BATCH, log: Log = _quiet, runtime=None):
+        self.bundle = Path(bundle)
+        self.credit = credit
+        self.max_batch = max_batch
+        self.log = log
+        self.runtime = runtime
+        self.session = random.SystemRandom().randrange(1, 2**32)
+        self.detector: Detector | None = None
+        self.stream = None
+        self.status = ""
+        self.next_seq: int | None = None          # None until the host sends SYNC
+        self.cache: OrderedDict[int, p.Frame] = OrderedDict()
+        self.push: dict | None = None
+        self.samples = 0
+        _recover_interrupted_swap(self.bundle, log)
+        self._load()
+
+    # -- model -------------------------------------------------------------------------------
+    def _load(self) -> None:
+        detector, status = _open_detector(self.bundle, self.runtime)
+        if self.detector is not None:
+            self.detector.close()
+        self.detector = detector
+        self.status = status
+        self.stream = detector.stream() if detector else None
+        self.next_seq = None
+        self.cache.clear()
+        self.log(f"serving {self.bundle} ({status})" if detector else f"NOT serving {self.bundle}: {status}")
+
+    @property
+    def ready(self) -> bool:
+        return self.detector is not None
+
+    def caps(self) -> p.Caps:
+        m = self.detector.manifest if self.detector else None
+        return p.Caps(version=p.PROTOCOL_VERSION, session=self.session,
+                      model_sha256=m.sha256 if m else "00" * 32, features=len(m.features) if m else 0,
+                      window=m.window if m else 0,
+                      input_scale=m.input_quantization.scale if m else 0.0,
+                      input_zero_point=m.input_quantization.zero_point if m else 0,
+                      max_batch=self.max_batch, credit=self.credit,
+                      next_seq=self.next_seq if self.next_seq is not None else 0, ready=self.ready,
+                      status=self.status)
+
+    # -- the state machine -------------------------------------------------------------------
+    def handle(self, frame: p.Frame) -> list[p.Frame]:
+        try:
+            return self._handle(frame)
+        except p.ProtocolError as exc:
+            return [p.error(p.E_BAD_MESSAGE, f"{frame.name}: {exc}", frame.seq)]
+
+    def _handle(self, frame: p.Frame) -> list[p.Frame]:
+        kind = frame.type
+        if kind == p.HELLO:
+            version = p.hello_version(frame)
+            if version != p.PROTOCOL_VERSION:
+                self.log(f"refused a host speaking protocol {version}")
+                return [p.error(p.E_VERSION, f"host speaks tinyad protocol {version}, this device speaks "
+                                             f"{p.PROTOCOL_VERSION}; install the same tinyad version on both ends")]
+            if not self.ready:
+                return [p.Frame(p.CAPS, 0, self.caps().pack()),
+                        p.error(p.E_SELF_TEST, self.status)]
+            return [p.Frame(p.CAPS, 0, self.caps().pack())]
+        if kind == p.PING:
+            return [p.Frame(p.PONG, frame.seq, frame.body)]
+        if kind == p.SYNC:
+            if not self.ready:
+                return [p.error(p.E_SELF_TEST, self.status)]
+            self.stream.reset()
+            self.cache.clear()
+            self.next_seq = frame.seq
+            self.log(f"synced: next sample {frame.seq}")
+            return [p.ack(frame.seq, self.credit)]
+        if kind == p.DATA:
+            return self._data(frame)
+        if kind in (p.MODEL_BEGIN, p.MODEL_CHUNK, p.MODEL_END):
+            return self._model(frame)
+        return [p.error(p.E_BAD_MESSAGE, f"unexpected message {frame.name}", frame.seq)]
+
+    def _data(self, frame: p.Frame) -> list[p.Frame]:
+        if not self.ready:
+            return [p.error(p.E_SELF_TEST, self.status, frame.seq)]
+        if self.next_seq is None:
+            return [p.error(p.E_NOT_SYNCED, "send SYNC before DATA", frame.seq)]
+        cached = self.cache.get(frame.seq)
+        if cached is not None:
+            return [cached]                      # a re-sent frame: same answer, state untouched
+        if frame.seq != self.next_seq:
+            return [p.ack(self.next_seq, self.credit)]   # a gap (or a frame too old to cache): say where we are
+        samples = p.unpack_data(frame, len(self.detector.manifest.features))
+        if len(samples) > self.max_batch:
+            return [p.error(p.E_BAD_MESSAGE, f"{len(samples)} samples in one frame, at most {self.max_batch}",
+                            frame.seq)]
+        verdicts = self.stream.push(samples)
+        flags = (verdicts.is_anomaly.astype(np.uint8) * p.F_ANOMALY
+                 | verdicts.warming_up.astype(np.uint8) * p.F_WARMING_UP)
+        reply = p.result(frame.seq, verdicts.scores, flags, verdicts.predicted)
+        self.cache[frame.seq] = reply
+        while len(self.cache) > RESULT_CACHE:
+            self.cache.popitem(last=False)
+        self.next_seq = (self.next_seq + len(samples)) & 0xFFFFFFFF
+        self.samples += len(samples)
+        return [reply]
+
+    # -- model push --------------------------------------------------------------------------
+    def _model(self, frame: p.Frame) -> list[p.Frame]:
+        if frame.type == p.MODEL_BEGIN:
+            files, chunk = p.unpack_model_begin(frame)
+            names = [name for name, _, _ in files]
+            if sorted(names) != sorted(PUSH_FILES):
+                return [p.error(p.E_MODEL, f"a push must carry {', '.join(PUSH_FILES)}, got {', '.join(names)}")]
+            self._abort_push()
+            total = sum(size for _, size, _ in files)
+            self.push = {"files": files, "chunk": chunk, "total": total, "data": bytearray(),
+                         "chunks": (total + chunk - 1) // chunk}
+            self.log(f"model push: {total} bytes in {self.push['chunks']} chunks")
+            return [p.ack(0)]
+        if self.push is None:
+            return [p.error(p.E_MODEL, "no model push in progress (send MODEL_BEGIN first)", frame.seq)]
+        push = self.push
+        if frame.type == p.MODEL_CHUNK:
+            received = len(push["data"]) // push["chunk"] if len(push["data"]) < push["total"] else push["chunks"]
+            if frame.seq < received:
+                return [p.ack(frame.seq + 1)]                 # a duplicate: acknowledge again
+            if frame.seq > received:
+                return [p.ack(received)]                      # a gap: ask for the missing chunk
+            push["data"] += frame.body
+            if len(push["data"]) > push["total"]:
+                self._abort_push()
+                return [p.error(p.E_MODEL, "more bytes than MODEL_BEGIN announced; push aborted")]
+            return [p.ack(frame.seq + 1)]
+        # MODEL_END
+        try:
+            self._install(push)
+        except TinyadError as exc:
+            self.log(f"model push refused: {exc}")
+            return [p.error(p.E_MODEL, str(exc))]
+        finally:
+            self.push = None
+        return [p.Frame(p.CAPS, 0, self.caps().pack())]
+
+    def _abort_push(self) -> None:
+        self.push = None
+
+    def _install(self, push: dict) -> None:
+        data = bytes(push["data"])
+        if len(data) != push["total"]:
+            raise BundleError(f"model push incomplete: {len(data)} of {push['total']} bytes arrived")
+        parent = self.bundle.resolve().parent
+        staging = Path(tempfile.mkdtemp(prefix=f".{self.bundle.name}.push-", dir=parent))
+        try:
+            offset = 0
+            for name, size, digest in push["files"]:
+                payload = data[offset:offset + size]
+                offset += size
+                if hashlib.sha256(payload).hexdigest() != digest:
+                    raise BundleError(f"{name}: sha256 of the pushed bytes does not match the announced hash")
+                with open(staging / name, "wb") as handle:
+                    handle.write(payload)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            # Hash against the manifest and golden-vector self-test, before anything is replaced.
+            candidate, status = _open_detector(staging, self.runtime)
+            if candidate is None:
+                raise BundleError(f"the pushed bundle does not load here: {status}")
+            candidate.close()
+            _fsync_dir(staging)
+            _swap_in(staging, self.bundle)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        self.log(f"model push installed into {self.bundle}")
+        self._load()
+        if not self.ready:   # cannot happen after the check above, but never serve nothing silently
+            _roll_back(self.bundle, self.log)
+            self._load()
+
+
+def _open_detector(bundle: Path, runtime) -> tuple[Detector | None, str]:
+    try:
+        detector = Detector(bundle, runtime=runtime)
+    except TinyadError as exc:
+        return None, str(exc)
+    return detector, f"{detector.manifest.name}, sha256 {detector.manifest.sha256[:12]}, {detector.runtime.describe()}"
+
+
+def _previous(bundle: Path) -> Path:
+    return bundle.with_name(bundle.name + ".previous")
+
+
+def _swap_in(staging: Path, bundle: Path) -> None:
+    """``staging`` becomes ``bundle``; the old bundle is kept as ``<bundle>.previous``."""
+    previous = _previous(bundle)
+    if previous.exists():
+        shutil.rmtree(previous)
+    if bundle.exists():
+        os.rename(bundle, previous)
+    os.rename(staging, bundle)
+    _fsync_dir(bundle.resolve().parent)
+
+
+def _roll_back(bundle: Path, log: Log) -> None:
+    previous = _previous(bundle)
+    if previous.is_dir():
+        broken = bundle.with_name(bundle.name + f".broken-{int(time.time())}")
+        os.rename(bundle, broken)
+        os.rename(previous, bundle)
+        log(f"rolled back to the previous model; the failed one is in {broken}")
+
+
+def _recover_interrupted_swap(bundle: Path, log: Log) -> None:
+    """A power cut between the two renames of a swap leaves only ``.previous``: put it back."""
+    previous = _previous(bundle)
+    if not bundle.exists() and previous.is_dir():
+        os.rename(previous, bundle)
+        log(f"restored {bundle} from {previous} (an interrupted model swap)")
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def serve(port: str, bundle: str | os.PathLike, *, baud: int = 115200, log: Log = _quiet,
+          stop: Callable[[], bool] = lambda: False, credit: int = DEFAULT_CREDIT,
+          max_batch: int = DEFAULT_MAX_BATCH) -> None:
+    """Serve ``bundle`` on ``port`` until ``stop()`` is true, reopening the port whenever it fails."""
+    from .link import Link
+    from .errors import LinkError
+
+    agent = DeviceAgent(bundle, credit=credit, max_batch=max_batch, log=log)
+    waiting_logged = False
+    while not stop():
+        try:
+            link = Link(port, baud)
+        except LinkError as exc:
+            if not waiting_logged:
+                log(f"{exc}; retrying every second")
+                waiting_logged = True
+            time.sleep(1.0)
+            continue
+        waiting_logged = False
+        log(f"listening on {port} at {baud} baud (protocol {p.PROTOCOL_VERSION}, session {agent.session:08x})")
+        try:
+            while not stop():
+                for frame in link.receive(0.2):
+                    for reply in agent.handle(frame):
+                        link.send(reply)
+        except Exception as exc:  # the port vanished (cable pulled, host closed the pty): reopen it
+            log(f"port {port} lost ({type(exc).__name__}: {exc}); reopening")
+            time.sleep(0.5)
+        finally:
+            link.close()

@@ -1,0 +1,295 @@
+"""The serial wire protocol: bytes <-> messages, and nothing else (no I/O, no clocks).
+
+A frame on the wire is SLIP-framed (RFC 1055 bytes, as esptool frames its ROM loader
+protocol): ``END payload END``, with END (0xC0) and ESC (0xDB) inside the payload escaped as
+ESC 0xDC and ESC 0xDD. A receiver that joins mid-stream, or loses bytes, resynchronises at
+the next END. The payload is::
+
+    type u8 | seq u32 LE | length u16 LE | body (length bytes) | crc32 u32 LE
+
+``crc32`` is ``binascii.crc32`` of everything before it. ``seq`` numbers samples in DATA and
+RESULT (the first sample's number), chunks in MODEL_CHUNK and their ACKs, and is 0 elsewhere.
+The frame layout never changes between protocol versions; message bodies may, which is why
+HELLO and CAPS carry ``PROTOCOL_VERSION`` and a mismatch is refused with a readable ERROR.
+See PROTOCOL.md for every body and a byte-level example.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import struct
+from dataclasses import dataclass, field
+
+PROTOCOL_VERSION = 1
+MAGIC = b"TAD"
+
+END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
+HEADER = struct.Struct("<BIH")          # type, seq, body length
+CRC = struct.Struct("<I")
+MAX_BODY = 8192                         # bytes; a longer frame is garbage by definition
+
+# Message types
+HELLO, CAPS, SYNC = 0x01, 0x02, 0x03
+DATA, RESULT, ACK = 0x10, 0x11, 0x12
+MODEL_BEGIN, MODEL_CHUNK, MODEL_END = 0x20, 0x21, 0x22
+PING, PONG = 0x30, 0x31
+ERROR = 0x7F
+NAMES = {HELLO: "HELLO", CAPS: "CAPS", SYNC: "SYNC", DATA: "DATA", RESULT: "RESULT", ACK: "ACK",
+         MODEL_BEGIN: "MODEL_BEGIN", MODEL_CHUNK: "MODEL_CHUNK", MODEL_END: "MODEL_END", PING: "PING",
+         PONG: "PONG", ERROR: "ERROR"}
+
+# ERROR codes
+E_VERSION, E_SELF_TEST, E_NOT_SYNCED, E_BAD_MESSAGE, E_MODEL, E_BUSY = 1, 2, 3, 4, 5, 6
+ERROR_NAMES = {E_VERSION: "version mismatch", E_SELF_TEST: "self-test failed", E_NOT_SYNCED: "not synced",
+               E_BAD_MESSAGE: "bad message", E_MODEL: "model push refused", E_BUSY: "busy"}
+
+# RESULT flags
+F_ANOMALY, F_WARMING_UP = 0x01, 0x02
+RESULT_ITEM = struct.Struct("<dBB")     # score (float64), flags, class index
+CAPS_FIXED = struct.Struct("<3sBI32sHHfbHIIB")
+
+
+class ProtocolError(Exception):
+    """A frame or message body that does not follow this protocol."""
+
+
+@dataclass
+class Frame:
+    type: int
+    seq: int = 0
+    body: bytes = b""
+
+    @property
+    def name(self) -> str:
+        return NAMES.get(self.type, f"0x{self.type:02x}")
+
+
+# -- framing -----------------------------------------------------------------------------------
+
+def slip_escape(payload: bytes) -> bytes:
+    return payload.replace(bytes([ESC]), bytes([ESC, ESC_ESC])).replace(bytes([END]), bytes([ESC, ESC_END]))
+
+
+def slip_unescape(data: bytes) -> bytes:
+    out = bytearray()
+    i = 0
+    while i < len(data):
+        byte = data[i]
+        if byte == ESC:
+            if i + 1 >= len(data) or data[i + 1] not in (ESC_END, ESC_ESC):
+                raise ProtocolError("bad SLIP escape")
+            out.append(END if data[i + 1] == ESC_END else ESC)
+            i += 2
+        else:
+            out.append(byte)
+            i += 1
+    return bytes(out)
+
+
+def encode(frame: Frame) -> bytes:
+    """A frame as the bytes that go on the wire."""
+    if len(frame.body) > MAX_BODY:
+        raise ValueError(f"frame body of {len(frame.body)} bytes exceeds {MAX_BODY}")
+    payload = HEADER.pack(frame.type, frame.seq & 0xFFFFFFFF, len(frame.body)) + frame.body
+    payload += CRC.pack(binascii.crc32(payload))
+    return bytes([END]) + slip_escape(payload) + bytes([END])
+
+
+def parse_payload(payload: bytes) -> Frame:
+    """An unescaped payload -> Frame; ProtocolError on a short frame, bad length or bad CRC."""
+    if len(payload) < HEADER.size + CRC.size:
+        raise ProtocolError(f"short frame ({len(payload)} bytes)")
+    kind, seq, length = HEADER.unpack_from(payload)
+    if HEADER.size + length + CRC.size != len(payload):
+        raise ProtocolError(f"length field {length} does not match a {len(payload)}-byte frame")
+    (crc,) = CRC.unpack_from(payload, len(payload) - CRC.size)
+    if binascii.crc32(payload[:-CRC.size]) != crc:
+        raise ProtocolError("CRC mismatch")
+    return Frame(kind, seq, bytes(payload[HEADER.size:HEADER.size + length]))
+
+
+@dataclass
+class Decoder:
+    """Feed it bytes as they arrive; it returns whole, CRC-checked frames.
+
+    Garbage between frames and frames that fail their CRC are counted and skipped; the
+    decoder resynchronises at the next END byte. It never raises."""
+
+    frames: int = 0
+    crc_errors: int = 0
+    malformed: int = 0
+    _buffer: bytearray = field(default_factory=bytearray)
+    _in_frame: bool = False
+
+    def feed(self, data: bytes) -> list[Frame]:
+        out = []
+        for byte in data:
+            if byte == END:
+                if self._in_frame and self._buffer:
+                    frame = self._finish(bytes(self._buffer))
+                    if frame is not None:
+                        out.append(frame)
+                self._buffer.clear()
+                self._in_frame = True
+            elif self._in_frame:
+                self._buffer.append(byte)
+                if len(self._buffer) > 2 * (MAX_BODY + HEADER.size + CRC.size):
+                    self.malformed += 1
+                    self._buffer.clear()
+                    self._in_frame = False
+        return out
+
+    def _finish(self, raw: bytes) -> Frame | None:
+        try:
+            frame = parse_payload(slip_unescape(raw))
+        except ProtocolError as exc:
+            if "CRC" in str(exc):
+                self.crc_errors += 1
+            else:
+                self.malformed += 1
+            return None
+        self.frames += 1
+        return frame
+
+
+# -- message bodies ----------------------------------------------------------------------------
+
+@dataclass
+class Caps:
+    """The device's answer to HELLO: who it is and what it takes."""
+
+    version: int
+    session: int              # random per agent start: a new value means the device lost its state
+    model_sha256: str
+    features: int
+    window: int
+    input_scale: float
+    input_zero_point: int
+    max_batch: int            # samples per DATA frame
+    credit: int               # bytes of DATA frames the host may have unacknowledged
+    next_seq: int             # the sample number the device expects next (after SYNC)
+    ready: bool               # False: the self-test failed or no model; DATA is refused
+    status: str = ""          # why not ready, or the interpreter's description
+
+    def pack(self) -> bytes:
+        status = self.status.encode("utf-8")[:1000]
+        return CAPS_FIXED.pack(MAGIC, self.version, self.session, bytes.fromhex(self.model_sha256), self.features,
+                               self.window, self.input_scale, self.input_zero_point, self.max_batch, self.credit,
+                               self.next_seq & 0xFFFFFFFF, int(self.ready)) + status
+
+    @classmethod
+    def unpack(cls, body: bytes) -> "Caps":
+        if len(body) < 4 or body[:3] != MAGIC:
+            raise ProtocolError("CAPS without the tinyad magic")
+        if body[3] != PROTOCOL_VERSION:
+            # Only the version byte is read from a foreign version: its layout may differ.
+            return cls(body[3], 0, "00" * 32, 0, 0, 0.0, 0, 0, 0, 0, False, "")
+        if len(body) < CAPS_FIXED.size:
+            raise ProtocolError(f"CAPS body of {len(body)} bytes, expected at least {CAPS_FIXED.size}")
+        (_, version, session, sha, features, window, scale, zero, max_batch, credit, next_seq,
+         ready) = CAPS_FIXED.unpack_from(body)
+        return cls(version, session, sha.hex(), features, window, scale, zero, max_batch, credit, next_seq,
+                   bool(ready), body[CAPS_FIXED.size:].decode("utf-8", "replace"))
+
+
+def hello(version: int = PROTOCOL_VERSION) -> Frame:
+    return Frame(HELLO, 0, MAGIC + bytes([version]))
+
+
+def hello_version(frame: Frame) -> int:
+    if len(frame.body) != 4 or frame.body[:3] != MAGIC:
+        raise ProtocolError("HELLO without the tinyad magic")
+    return frame.body[3]
+
+
+def sync(next_seq: int) -> Frame:
+    """Host -> device: reset the stream state; the next sample is number ``next_seq``."""
+    return Frame(SYNC, next_seq)
+
+
+def data(first_seq: int, samples) -> Frame:
+    """DATA: quantized int8 samples (rows, features), one byte per feature."""
+    import numpy as np
+
+    samples = np.ascontiguousarray(samples, dtype=np.int8)
+    return Frame(DATA, first_seq, struct.pack("<H", samples.shape[0]) + samples.tobytes())
+
+
+def unpack_data(frame: Frame, features: int):
+    import numpy as np
+
+    if len(frame.body) < 2:
+        raise ProtocolError("DATA without a sample count")
+    (count,) = struct.unpack_from("<H", frame.body)
+    if len(frame.body) != 2 + count * features:
+        raise ProtocolError(f"DATA holds {len(frame.body) - 2} bytes for {count} samples of {features} features")
+    return np.frombuffer(frame.body, dtype=np.int8, offset=2).reshape(count, features)
+
+
+def result(first_seq: int, scores, flags, classes) -> Frame:
+    """RESULT: per sample a float64 score, flags (F_ANOMALY, F_WARMING_UP) and a class index."""
+    body = bytearray(struct.pack("<H", len(scores)))
+    for score, flag, cls in zip(scores, flags, classes):
+        body += RESULT_ITEM.pack(float(score), int(flag), int(cls))
+    return Frame(RESULT, first_seq, bytes(body))
+
+
+def unpack_result(frame: Frame) -> list[tuple[float, int, int]]:
+    if len(frame.body) < 2:
+        raise ProtocolError("RESULT without a count")
+    (count,) = struct.unpack_from("<H", frame.body)
+    if len(frame.body) != 2 + count * RESULT_ITEM.size:
+        raise ProtocolError(f"RESULT holds {len(frame.body) - 2} bytes for {count} results")
+    return [RESULT_ITEM.unpack_from(frame.body, 2 + i * RESULT_ITEM.size) for i in range(count)]
+
+
+def ack(seq: int, credit: int = 0) -> Frame:
+    """ACK: ``seq`` acknowledged (a model chunk), or the next sample expected; optional credit."""
+    return Frame(ACK, seq, struct.pack("<I", credit))
+
+
+def unpack_ack(frame: Frame) -> int:
+    if len(frame.body) != 4:
+        raise ProtocolError("ACK body must be 4 bytes")
+    return struct.unpack("<I", frame.body)[0]
+
+
+def error(code: int, text: str, seq: int = 0) -> Frame:
+    return Frame(ERROR, seq, struct.pack("<H", code) + text.encode("utf-8")[:2000])
+
+
+def unpack_error(frame: Frame) -> tuple[int, str]:
+    if len(frame.body) < 2:
+        raise ProtocolError("ERROR without a code")
+    return struct.unpack_from("<H", frame.body)[0], frame.body[2:].decode("utf-8", "replace")
+
+
+def model_begin(files: list[tuple[str, int, str]], chunk: int) -> Frame:
+    """MODEL_BEGIN: the files that follow, in order, as (name, size, sha256), and the chunk size."""
+    body = json.dumps({"files": [list(f) for f in files], "chunk": chunk}, separators=(",", ":")).encode()
+    return Frame(MODEL_BEGIN, 0, body)
+
+
+def unpack_model_begin(frame: Frame) -> tuple[list[tuple[str, int, str]], int]:
+    try:
+        spec = json.loads(frame.body.decode("utf-8"))
+        files = [(str(n), int(s), str(h)) for n, s, h in spec["files"]]
+        chunk = int(spec["chunk"])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"MODEL_BEGIN body is not a file list ({exc})") from None
+    if chunk <= 0 or chunk > MAX_BODY or any(size < 0 for _, size, _ in files):
+        raise ProtocolError("MODEL_BEGIN with a bad chunk size or file size")
+    return files, chunk
+
+
+def model_chunk(index: int, payload: bytes) -> Frame:
+    return Frame(MODEL_CHUNK, index, payload)
+
+
+def model_end() -> Frame:
+    return Frame(MODEL_END)
+
+
+def describe_error(code: int, text: str) -> str:
+    return f"device error {code} ({ERROR_NAMES.get(code, 'unknown')}): {text}"
