@@ -86,9 +86,15 @@ class DeviceAgent:
                       window=m.window if m else 0,
                       input_scale=m.input_quantization.scale if m else 0.0,
                       input_zero_point=m.input_quantization.zero_point if m else 0,
-                      max_batch=self.max_batch, credit=self.credit,
+                      max_batch=self.max_batch, credit=self._credit(len(m.features) if m else 1),
                       next_seq=self.next_seq if self.next_seq is not None else 0, ready=self.ready,
                       status=self.status)
+
+    def _credit(self, features: int) -> int:
+        """DATA bytes the host may have in flight. ``credit`` budgets the answers: each sample's
+        RESULT is 10 bytes, more than a narrow sample's DATA, so a 1-feature bundle gets a tenth
+        of the DATA credit a 10-feature one gets and answers never queue for seconds."""
+        return max(512, self.credit * features // max(features, p.RESULT_ITEM.size))
 
     # -- the state machine -------------------------------------------------------------------
     def handle(self, frame: p.Frame) -> list[p.Frame]:
@@ -118,7 +124,7 @@ class DeviceAgent:
             self.cache.clear()
             self.next_seq = frame.seq
             self.log(f"synced: next sample {frame.seq}")
-            return [p.ack(frame.seq, self.credit)]
+            return [p.ack(frame.seq, self._credit(len(self.detector.manifest.features)))]
         if kind == p.DATA:
             return self._data(frame)
         if kind in (p.MODEL_BEGIN, p.MODEL_CHUNK, p.MODEL_END):
@@ -134,7 +140,7 @@ class DeviceAgent:
         if cached is not None:
             return [cached]                      # a re-sent frame: same answer, state untouched
         if frame.seq != self.next_seq:
-            return [p.ack(self.next_seq, self.credit)]   # a gap (or a frame too old to cache): say where we are
+            return [p.ack(self.next_seq)]   # a gap (or a frame too old to cache): say where we are
         samples = p.unpack_data(frame, len(self.detector.manifest.features))
         if len(samples) > self.max_batch:
             return [p.error(p.E_BAD_MESSAGE, f"{len(samples)} samples in one frame, at most {self.max_batch}",

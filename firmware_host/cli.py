@@ -296,7 +296,7 @@ def deploy(bundle, port, baud):
     try:
         link = Link(port, baud)
         try:
-            result = push(link, bundle)
+            result = push(link, bundle, baud=baud)
         finally:
             link.close()
     except TinyadError as exc:

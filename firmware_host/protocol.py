@@ -47,7 +47,7 @@ ERROR_NAMES = {E_VERSION: "version mismatch", E_SELF_TEST: "self-test failed", E
 # RESULT flags
 F_ANOMALY, F_WARMING_UP = 0x01, 0x02
 RESULT_ITEM = struct.Struct("<dBB")     # score (float64), flags, class index
-CAPS_FIXED = struct.Struct("<3sBI32sHHfbHIIB")
+CAPS_FIXED = struct.Struct("<3sBI32sHHdbHIIB")
 
 
 class ProtocolError(Exception):

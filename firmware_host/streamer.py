@@ -28,7 +28,7 @@ from .scoring import Verdicts
 
 TARGET_FRAME_BYTES = 512       # DATA payload per frame: 16 bytes of framing then cost ~3 %
 HANDSHAKE_TIMEOUT = 1.0        # seconds to wait for CAPS
-RETRANSMIT_TIMEOUT = 0.5       # seconds without progress before re-sending (grows with frame time)
+RETRANSMIT_TIMEOUT = 0.3       # seconds without progress before re-sending (plus the line time ahead)
 MAX_TRIES = 6                  # re-sends of the same frames before re-handshaking
 GIVE_UP_AFTER = 30.0           # seconds without any progress before the stream fails
 
@@ -298,11 +298,14 @@ def _verdicts(results: list[tuple[float, int, int]]) -> Verdicts:
 CHUNK_BYTES = 1024
 
 
-def deploy(link: Link, bundle: str | Path, *, chunk: int = CHUNK_BYTES, timeout: float = 1.0, tries: int = 8,
+def deploy(link: Link, bundle: str | Path, *, chunk: int = CHUNK_BYTES, baud: int = 115200, tries: int = 10,
            log: Callable[[str], None] = lambda m: None, progress: Callable[[int], None] | None = None) -> dict:
     """Push a bundle's model, manifest and golden vectors; returns what the device then reports.
 
-    Each chunk travels in its own CRC-checked frame and is re-sent until acknowledged."""
+    Each chunk travels in its own CRC-checked frame and is re-sent until acknowledged; a chunk
+    damaged on the line fails its CRC on the device, is dropped, and goes again after a
+    timeout of twice its line time plus 0.2 s."""
+    timeout = 0.2 + 2 * (chunk + 32) * 10 / baud
     bundle = Path(bundle)
     payloads = []
     for name in (MODEL_FILE, MANIFEST_FILE, GOLDEN_FILE):

@@ -76,3 +76,60 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data sets not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+WINDOW = 6
+KINDS = ("lstm", "ae_lstm", "cnn_lstm_attn")
+TEMPORAL_RECIPE = """
+name = "t_{kind}"
+seed = 5
+[data]
+loader = "ton_iot"
+path = "ton_iot/Train_Test_IoT_Weather.csv.gz"
+max_rows = {rows}
+[split]
+method = "time"
+[features]
+top_k = 0
+sweep = []
+[detector]
+kind = "{kind}"
+window = {window}
+hidden = [12]
+latent = 3
+classifier = [8]
+lstm_units = 8
+conv_filters = 8
+epochs = 2
+batch_size = 64
+dropout = 0.2
+[quantize]
+representative_rows = 150
+golden_rows = 12
+[verify]
+max_f1_drop = 1.0
+"""
+
+
+def temporal_recipe(folder: Path, kind: str, rows: int = 2500) -> Path:
+    path = folder / f"{kind}.toml"
+    path.write_text(TEMPORAL_RECIPE.format(kind=kind, rows=rows, window=WINDOW))
+    return path
+
+
+@pytest.fixture(scope="session")
+def temporal_bundles(tmp_path_factory, shared_data) -> dict:
+    """One small real bundle per temporal detector (about 15 s each), with its work directory."""
+    from toolchain.pipeline import build
+    from toolchain.recipe import load_recipe
+
+    folder = tmp_path_factory.mktemp("temporal")
+    built = {}
+    for kind in KINDS:
+        recipe = load_recipe(temporal_recipe(folder, kind))
+        out, work = folder / f"bundle_{kind}", folder / f"work_{kind}"
+        build(recipe, shared_data, out, work)
+        built[kind] = (recipe, out, work)
+    return built
+
+

@@ -88,11 +88,12 @@ class Relay:
             if self.cut.is_set():
                 continue
             data = self._damage(data)
-            if self.baud:
+            baud = self.baud            # a test may change the pace mid-stream
+            if baud:
                 # Pace per chunk of up to 64 bytes: 10 bits per byte on the wire.
                 for start in range(0, len(data), 64):
                     piece = data[start:start + 64]
-                    next_free = max(next_free, time.monotonic()) + len(piece) * 10 / self.baud
+                    next_free = max(next_free, time.monotonic()) + len(piece) * 10 / baud
                     delay = next_free - time.monotonic()
                     if delay > 0:
                         time.sleep(delay)

@@ -14,59 +14,7 @@ from click.testing import CliRunner
 from firmware_host.cli import main
 from firmware_host.manifest import REPORT_FILE, load_manifest
 
-WINDOW = 6
-KINDS = ("lstm", "ae_lstm", "cnn_lstm_attn")
-TEMPORAL_RECIPE = """
-name = "t_{kind}"
-seed = 5
-[data]
-loader = "ton_iot"
-path = "ton_iot/Train_Test_IoT_Weather.csv.gz"
-max_rows = {rows}
-[split]
-method = "time"
-[features]
-top_k = 0
-sweep = []
-[detector]
-kind = "{kind}"
-window = {window}
-hidden = [12]
-latent = 3
-classifier = [8]
-lstm_units = 8
-conv_filters = 8
-epochs = 2
-batch_size = 64
-dropout = 0.2
-[quantize]
-representative_rows = 150
-golden_rows = 12
-[verify]
-max_f1_drop = 1.0
-"""
-
-
-def _recipe(folder: Path, kind: str, rows: int = 2500) -> Path:
-    path = folder / f"{kind}.toml"
-    path.write_text(TEMPORAL_RECIPE.format(kind=kind, rows=rows, window=WINDOW))
-    return path
-
-
-@pytest.fixture(scope="session")
-def temporal_bundles(tmp_path_factory, shared_data) -> dict:
-    """One small real bundle per temporal detector (about 15 s each), with its work directory."""
-    from toolchain.pipeline import build
-    from toolchain.recipe import load_recipe
-
-    folder = tmp_path_factory.mktemp("temporal")
-    built = {}
-    for kind in KINDS:
-        recipe = load_recipe(_recipe(folder, kind))
-        out, work = folder / f"bundle_{kind}", folder / f"work_{kind}"
-        build(recipe, shared_data, out, work)
-        built[kind] = (recipe, out, work)
-    return built
+from conftest import KINDS, TEMPORAL_RECIPE, WINDOW
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -234,3 +182,50 @@ def test_block_split_deals_whole_time_blocks_and_every_class_to_every_part():
         assert all(start % 50 == 0 for start in starts)           # stretches begin on block edges
     again = split_indices(classes, time, "blocks", (0.6, 0.2, 0.2), 7, "normal", blocks=20)
     assert all((again[k] == parts[k]).all() for k in parts)
+
+
+def test_per_series_recipe_builds_a_bundle_per_nab_series_and_a_summary(shared_data, tmp_path):
+    recipe_text = """
+name = "per_series"
+seed = 2
+[data]
+loader = "nab"
+path = ["nab/data/realTraffic/speed_7578.csv", "nab/data/realTraffic/TravelTime_45*.csv"]
+per_series = true
+[split]
+method = "prefix"
+train = 0.8
+validation = 0.2
+test = 0
+[features]
+top_k = 0
+sweep = []
+[detector]
+kind = "lstm"
+window = 6
+lstm_units = 4
+epochs = 2
+[threshold]
+method = "percentile"
+percentile = 99.0
+[quantize]
+representative_rows = 100
+golden_rows = 8
+synthetic_share = 0.1
+[verify]
+gate = "windows"
+"""
+    (tmp_path / "r.toml").write_text(recipe_text)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["build", str(tmp_path / "r.toml"), "--data-root", str(shared_data),
+                                       "--out", str(out), "--work", str(tmp_path / "work")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert [row["series"] for row in summary["series"]] == ["speed_7578", "TravelTime_451"]
+    for row in summary["series"]:
+        manifest = load_manifest(out / row["series"])
+        assert manifest.detector == "lstm" and manifest.window == 6
+        assert row["int8_windows"].endswith("/4" if row["series"] == "speed_7578" else "/1")
+        assert "isolation_forest" in row["baselines"]
+    table = (out / "summary.md").read_text()
+    assert sum(line.startswith("| ") for line in table.splitlines()) == 3 and "speed_7578" in table and "IF " in table

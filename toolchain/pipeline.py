@@ -336,23 +336,35 @@ def series_row(name: str, report: dict) -> dict:
             row[f"{model}_windows"] = f"{w['detected']}/{w['windows']}"
             row[f"{model}_false_alarms_per_1000"] = w["false_alarms_per_1000"]
             row[f"{model}_mean_delay_rows"] = w.get("mean_delay_rows")
+    row["baselines"] = {name: {"windows": f"{b['windows']['detected']}/{b['windows']['windows']}",
+                               "false_alarms_per_1000": b["windows"]["false_alarms_per_1000"]}
+                        for name, b in report.get("baselines", {}).items() if "windows" in b}
     return row
 
 
 def summary_markdown(rows: list[dict]) -> str:
     head = ("| series | test rows | windows float | windows int8 | false alarms /1000 (int8) | "
-            "mean delay, rows (int8) | F1 float | F1 int8 | int8 B | gate |")
+            "mean delay, rows (int8) | F1 float | F1 int8 | int8 B | gate | baselines: windows, false alarms /1000 |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['series']} | failed: {r['error'][:120]} |" + " |" * 8)
+            lines.append(f"| {r['series']} | failed: {r['error'][:120]} |" + " |" * 9)
             continue
         delay = r.get("int8_mean_delay_rows")
         lines.append(f"| {r['series']} | {r['test_rows']} | {r.get('float_windows', '-')} | "
                      f"{r.get('int8_windows', '-')} | {r.get('int8_false_alarms_per_1000', float('nan')):.2f} | "
                      f"{'-' if delay is None else f'{delay:.0f}'} | {r['float_f1']:.3f} | {r['int8_f1']:.3f} | "
-                     f"{r['int8_bytes']} | {'pass' if r['passed'] else 'FAIL'} |")
+                     f"{r['int8_bytes']} | {'pass' if r['passed'] else 'FAIL'} | {_baseline_cell(r)} |")
     return "\n".join(lines)
+
+
+SHORT_NAMES = {"isolation_forest": "IF", "one_class_svm": "OCSVM", "windowed_gaussian": "z-score",
+               "random_forest": "RF", "xgboost": "XGB"}
+
+
+def _baseline_cell(row: dict) -> str:
+    return "; ".join(f"{SHORT_NAMES.get(name, name)} {b['windows']}, {b['false_alarms_per_1000']:.1f}"
+                     for name, b in row.get("baselines", {}).items())
 
 
 def _write_atomic(path: Path, text: str) -> None:
