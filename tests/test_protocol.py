@@ -115,3 +115,15 @@ def test_fuzz_body_parsers_on_arbitrary_frames(frame):
             parse(frame)
         except p.ProtocolError:
             pass
+
+
+def test_the_byte_level_example_in_PROTOCOL_md_is_what_the_encoder_sends():
+    from pathlib import Path
+
+    text = (Path(p.__file__).parent / "PROTOCOL.md").read_text()
+    block = text.split("Host to device, DATA carrying samples 1000 and 1001")[1].split("```")[1]
+    wire = bytes(int(tok, 16) for line in block.strip().splitlines() for tok in line.split("  ")[0].split())
+    samples = np.array([[12, -64, 3], [0, -37, 127]], dtype=np.int8)
+    assert wire == p.encode(p.data(1000, samples))
+    hello_line = text.split("HELLO, version 1: `")[1].split("`")[0]
+    assert bytes.fromhex(hello_line.replace(" ", "")) == p.encode(p.hello())
