@@ -47,3 +47,20 @@ def test_running_a_bundle_does_not_load_tensorflow(built_bundle, tmp_path):
         "sys.exit(1 if heavy else 0)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_device_agent_loads_numpy_pyserial_and_the_interpreter_only(built_bundle):
+    code = (
+        "import sys\n"
+        "from firmware_host.agent import DeviceAgent\n"
+        "from firmware_host.link import Link\n"
+        "import serial\n"
+        f"agent = DeviceAgent({str(built_bundle)!r})\n"
+        "assert agent.ready, agent.status\n"
+        "loaded = {m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names)\n"
+        "extra = sorted(m for m in loaded if not m.startswith('_') and m not in "
+        "{'firmware_host', 'numpy', 'serial', 'ai_edge_litert', 'tflite_runtime'})\n"
+        "print(extra)\n"
+        "sys.exit(1 if extra else 0)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
