@@ -261,3 +261,28 @@ def test_no_device_on_the_port_is_a_clear_error(served, sdn_rows, tmp_path):
                               "--input", str(sdn_rows)], capture_output=True, text=True, timeout=60)
     assert missing.returncode != 0 and "cannot open the serial port" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_the_agent_reopens_its_port_after_the_host_side_vanishes(served, sdn_rows, tmp_path):
+    """The agent's port is a symlink (as udev names a USB adapter); the pty behind it goes away
+    and a new one appears under the same name; the agent reopens it and serves again."""
+    port = tmp_path / "serial0"
+    first = Relay().__enter__()
+    os.symlink(first.device_port, port)
+    log_path = tmp_path / "agent.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([*TINYAD, "device", "--port", str(port), "--model", str(served)], stderr=log)
+    try:
+        _wait_for(lambda: "listening on" in log_path.read_text())
+        first.__exit__(None, None, None)                   # the cable is pulled: both pty ends close
+        _wait_for(lambda: "reopening" in log_path.read_text())
+        with Relay() as second:
+            os.unlink(port)
+            os.symlink(second.device_port, port)
+            done = stream(second.host_port, served, sdn_rows, tmp_path / "streamed.csv")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert done.returncode == 0, done.stderr + log_path.read_text()
+    assert (tmp_path / "streamed.csv").read_bytes() == run_locally(served, sdn_rows, tmp_path / "l.csv")
+    assert log_path.read_text().count("listening on") >= 2
