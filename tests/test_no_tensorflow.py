@@ -42,11 +42,8 @@ def test_running_a_bundle_does_not_load_tensorflow(built_bundle, tmp_path):
         f"'--output', {str(tmp_path / 'v.csv')!r}])\n"
         "assert r.exit_code == 0, r.output\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "{'tensorflow', 'keras', 'tf_keras', 'xgboost', 'sklearn', 'pandas'})\n"
-        "print(heavy)\n"
-        "sys.exit(1 if heavy else 0)\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
+        "{'tensorflow', 'keras', 'tf_keras', 'xgboost', 'sklearn', 'pandas'})\n")
+    _passes_in_a_fresh_process(code, "heavy")
 
 
 def test_the_device_agent_loads_numpy_pyserial_and_the_interpreter_only(built_bundle):
@@ -59,8 +56,12 @@ def test_the_device_agent_loads_numpy_pyserial_and_the_interpreter_only(built_bu
         "assert agent.ready, agent.status\n"
         "loaded = {m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names)\n"
         "extra = sorted(m for m in loaded if not m.startswith('_') and m not in "
-        "{'firmware_host', 'numpy', 'serial', 'ai_edge_litert', 'tflite_runtime'})\n"
-        "print(extra)\n"
-        "sys.exit(1 if extra else 0)\n")
+        "{'firmware_host', 'numpy', 'serial', 'ai_edge_litert', 'tflite_runtime'})\n")
+    _passes_in_a_fresh_process(code, "extra")
+
+
+def _passes_in_a_fresh_process(code: str, offenders: str) -> None:
+    """Run ``code`` in a new interpreter; it fails if the list named ``offenders`` is not empty."""
+    code += f"print({offenders})\nsys.exit(1 if {offenders} else 0)\n"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
