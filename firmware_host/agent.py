@@ -163,7 +163,6 @@ class DeviceAgent:
             names = [name for name, _, _ in files]
             if sorted(names) != sorted(PUSH_FILES):
                 return [p.error(p.E_MODEL, f"a push must carry {', '.join(PUSH_FILES)}, got {', '.join(names)}")]
-            self._abort_push()
             total = sum(size for _, size, _ in files)
             self.push = {"files": files, "chunk": chunk, "total": total, "data": bytearray(),
                          "chunks": (total + chunk - 1) // chunk}
@@ -180,7 +179,7 @@ class DeviceAgent:
                 return [p.ack(received)]                      # a gap: ask for the missing chunk
             push["data"] += frame.body
             if len(push["data"]) > push["total"]:
-                self._abort_push()
+                self.push = None
                 return [p.error(p.E_MODEL, "more bytes than MODEL_BEGIN announced; push aborted")]
             return [p.ack(frame.seq + 1)]
         # MODEL_END
@@ -192,9 +191,6 @@ class DeviceAgent:
         finally:
             self.push = None
         return [p.Frame(p.CAPS, 0, self.caps().pack())]
-
-    def _abort_push(self) -> None:
-        self.push = None
 
     def _install(self, push: dict) -> None:
         data = bytes(push["data"])

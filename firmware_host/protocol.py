@@ -21,6 +21,8 @@ import json
 import struct
 from dataclasses import dataclass, field
 
+import numpy as np
+
 PROTOCOL_VERSION = 1
 MAGIC = b"TAD"
 
@@ -210,15 +212,11 @@ def sync(next_seq: int) -> Frame:
 
 def data(first_seq: int, samples) -> Frame:
     """DATA: quantized int8 samples (rows, features), one byte per feature."""
-    import numpy as np
-
     samples = np.ascontiguousarray(samples, dtype=np.int8)
     return Frame(DATA, first_seq, struct.pack("<H", samples.shape[0]) + samples.tobytes())
 
 
-def unpack_data(frame: Frame, features: int):
-    import numpy as np
-
+def unpack_data(frame: Frame, features: int) -> np.ndarray:
     if len(frame.body) < 2:
         raise ProtocolError("DATA without a sample count")
     (count,) = struct.unpack_from("<H", frame.body)
