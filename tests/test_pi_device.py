@@ -133,3 +133,40 @@ def test_the_agent_on_a_wrong_cpu_refuses_and_the_host_says_why(userland, on_dev
     assert done.returncode != 0
     assert "refuses to serve" in done.stderr and "self-test failed on ai_edge_litert" in done.stderr
     assert "NOT serving" in log
+
+
+def test_a_temporal_bundle_streams_to_the_emulated_pi(userland, temporal_bundles, shared_data, tmp_path):
+    """The fused int8 LSTM (window 6) on aarch64: on-device run and stream agree byte for byte,
+    and every verdict equals the x86 host's."""
+    bundle = temporal_bundles["lstm"][1]
+    rows = tmp_path / "weather.csv"
+    with gzip.open(shared_data / "ton_iot" / "Train_Test_IoT_Weather.csv.gz", "rt", encoding="utf-8-sig") as source:
+        rows.write_text("".join(line for _, line in zip(range(401), source)))
+    inside = userland / "root" / INSIDE.lstrip("/") / "lstm"
+    if inside.exists():
+        shutil.rmtree(inside)
+    inside.mkdir(parents=True)
+    shutil.copytree(bundle, inside / "bundle")
+    shutil.copy(rows, inside / "rows.csv")
+    host = subprocess.run([*TINYAD, "run", str(bundle), "--input", str(rows), "--output", str(tmp_path / "host.csv")],
+                          capture_output=True, text=True, timeout=120)
+    assert host.returncode == 0, host.stderr
+    ran = pi.chroot(userland, ["/opt/litert/bin/tinyad", "run", f"{INSIDE}/lstm/bundle", "--input",
+                               f"{INSIDE}/lstm/rows.csv", "--output", f"{INSIDE}/lstm/pi.csv"])
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    on_pi = (inside / "pi.csv").read_bytes()
+    device, expected = _rows(on_pi), _rows((tmp_path / "host.csv").read_bytes())
+    assert [(r[0], r[1], r[3], r[4]) for r in device] == [(r[0], r[1], r[3], r[4]) for r in expected]
+    log = tmp_path / "agent.log"
+    with Relay() as relay:
+        agent = pi.start(userland, ["/opt/litert/bin/tinyad", "device", "--port", relay.device_port, "--model",
+                                    f"{INSIDE}/lstm/bundle"], log)
+        try:
+            pi.wait_for_text(log, "listening on", agent, timeout=180)
+            done = subprocess.run([*TINYAD, "stream", "--port", relay.host_port, "--model", str(bundle), "--input",
+                                   str(rows), "--output", str(tmp_path / "streamed.csv"), "--quiet"],
+                                  capture_output=True, text=True, timeout=300)
+        finally:
+            pi.stop(agent)
+    assert done.returncode == 0, done.stderr + log.read_text()
+    assert (tmp_path / "streamed.csv").read_bytes() == on_pi
