@@ -19,6 +19,7 @@ BUILD_COMMANDS = {
     "train": "toolchain.cli:train",
     "quantize": "toolchain.cli:quantize",
     "verify": "toolchain.cli:verify",
+    "compare": "toolchain.cli:compare",
 }
 
 

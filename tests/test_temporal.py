@@ -229,3 +229,16 @@ gate = "windows"
         assert "isolation_forest" in row["baselines"]
     table = (out / "summary.md").read_text()
     assert sum(line.startswith("| ") for line in table.splitlines()) == 3 and "speed_7578" in table and "IF " in table
+
+
+def test_compare_prints_the_detector_beside_the_baselines_from_the_bundle(temporal_bundles, shared_data):
+    recipe, bundle, _ = temporal_bundles["lstm"]
+    result = CliRunner().invoke(main, ["compare", recipe.path, "--out", str(bundle), "--data-root", str(shared_data)])
+    assert result.exit_code == 0, result.output
+    assert "building" not in result.output                 # the bundle was built from this recipe: no rebuild
+    lines = {line.split()[0] + (" " + line.split()[1] if line.split()[1].startswith("(") else ""): line
+             for line in result.output.splitlines()[2:] if line.strip()}
+    assert {"lstm (float)", "lstm (int8)", "isolation_forest", "one_class_svm", "windowed_gaussian"} <= set(lines)
+    report = json.loads((bundle / REPORT_FILE).read_text())
+    int8 = next(r for r in report["compare"] if r["scorer"] == "lstm (int8)")
+    assert f"{int8['f1']:.4f}" in lines["lstm (int8)"] and str(int8["bytes"]) in lines["lstm (int8)"]
