@@ -147,10 +147,12 @@ def test_generic_csv_build_with_label_flag_and_refusal_to_clobber(tmp_path):
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "notes.txt").write_text("keep me")
-    result = invoke("build", recipe, "--out", precious, "--work", tmp_path / "w")
+    result = invoke("build", recipe, "--out", tmp_path / "bundle", "--work", tmp_path / "w")
     assert result.exit_code == 1 and "needs the label column" in result.output
-    result = invoke("build", recipe, "--label", "verdict", "--out", precious, "--work", tmp_path / "w")
+    assert not (tmp_path / "bundle").exists()
+    result = invoke("build", recipe, "--label", "verdict", "--out", precious, "--work", tmp_path / "refused")
     assert result.exit_code == 1 and "not a tinyad bundle" in result.output
+    assert not (tmp_path / "refused").exists(), "refused before any stage ran"
     assert (precious / "notes.txt").read_text() == "keep me"
     out = tmp_path / "bundle"
     result = invoke("build", recipe, "--label", "verdict", "--out", out, "--work", tmp_path / "w")

@@ -44,11 +44,17 @@ def model_runtime_name() -> str:
     return load_runtime().describe()
 
 
-def write_bundle(out: Path, files: dict[str, bytes], manifest: mf.Manifest, report: dict, golden: dict) -> Path:
-    """Write the bundle to ``out`` atomically: nothing appears at ``out`` unless every file was written."""
+def check_destination(out: Path) -> None:
+    """Refuse an ``out`` that exists and is not a bundle (a bundle there is replaced when the new one is complete)."""
     out = Path(out)
     if out.exists() and not (out / mf.MANIFEST_FILE).is_file():
         raise BundleError(f"{out} exists and is not a tinyad bundle; refusing to replace it (choose another --out)")
+
+
+def write_bundle(out: Path, files: dict[str, bytes], manifest: mf.Manifest, report: dict, golden: dict) -> Path:
+    """Write the bundle to ``out`` atomically: nothing appears at ``out`` unless every file was written."""
+    out = Path(out)
+    check_destination(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:

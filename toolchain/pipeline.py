@@ -29,7 +29,7 @@ from firmware_host.interpreter import load_runtime
 
 from . import baselines, metrics
 from . import features as feats
-from .bundle import golden_vectors, write_bundle
+from .bundle import check_destination, golden_vectors, write_bundle
 from .compare import comparison_rows, detector_latency
 from .plots import plot_report
 from .prepare import Prepared, prepare
@@ -205,6 +205,7 @@ def _other_split(recipe: Recipe, data_root: Path, method: str, progress) -> dict
 def build(recipe: Recipe, data_root: Path, out: Path, work: Path, progress=None) -> dict:
     """Every stage, then the bundle at ``out`` (written atomically). Returns the report."""
     started = time.perf_counter()
+    check_destination(out)
     work.mkdir(parents=True, exist_ok=True)
     features = stage_select_features(recipe, data_root, work, progress)
     train_info = stage_train(recipe, data_root, work, progress)
