@@ -6,9 +6,12 @@ slice from the other. Prints samples/s achieved divided by the physical limit
 ``baud / 10 / bytes_per_sample`` (one byte per feature, no framing), link efficiency, and the
 p50/p99 round trip of a DATA frame to its RESULT.
 
-    python benchmarks/link_throughput.py [build/default] [--baud 115200] [--rows 6000]
+    python benchmarks/link_throughput.py [build/default] [--baud 115200] [--rows 6000] [--input CSV]
 
-The default bundle has 10 features: at 115200 baud the limit is 1,152 samples/s.
+The default bundle has 10 features: at 115200 baud the limit is 1,152 samples/s. The answers
+travel the other way at 10 bytes per verdict (a float64 score, kept so that the streamed file
+is byte-identical to a local run, flags and class), so a bundle with fewer than 10 features is
+bound by the answer direction; the benchmark prints both limits.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from fault_relay import Relay  # noqa: E402
+from firmware_host.protocol import RESULT_ITEM  # noqa: E402
 
 
 def main() -> None:
@@ -33,6 +37,7 @@ def main() -> None:
     parser.add_argument("bundle", nargs="?", default=str(ROOT / "build" / "default"))
     parser.add_argument("--baud", type=int, default=115200)
     parser.add_argument("--rows", type=int, default=6000)
+    parser.add_argument("--input", help="CSV (or .csv.gz) with the bundle's columns; default: the shipped SDN slice")
     args = parser.parse_args()
     bundle = Path(args.bundle)
     if not (bundle / "manifest.json").is_file():
@@ -41,7 +46,9 @@ def main() -> None:
     tinyad = [sys.executable, "-m", "firmware_host.cli"]
     with tempfile.TemporaryDirectory() as tmp:
         rows = Path(tmp) / "rows.csv"
-        with gzip.open(ROOT / "calibration_data" / "sdn_ddos_slice.csv.gz", "rt") as source:
+        source_csv = Path(args.input) if args.input else ROOT / "calibration_data" / "sdn_ddos_slice.csv.gz"
+        opener = gzip.open if source_csv.suffix == ".gz" else open
+        with opener(source_csv, "rt", encoding="utf-8-sig") as source:
             rows.write_text("".join(line for _, line in zip(range(args.rows + 1), source)))
         local = subprocess.run([*tinyad, "run", str(bundle), "--input", str(rows), "--output", f"{tmp}/local.csv"],
                                capture_output=True, text=True)
@@ -64,8 +71,11 @@ def main() -> None:
     summary_line = done.stderr.strip().splitlines()
     rate = float(summary_line[0].split("(")[1].split(" samples/s")[0].replace(",", ""))
     limit = args.baud / 10 / features
+    answers = args.baud / 10 / RESULT_ITEM.size
     print(f"bundle {bundle.name}: {features} features, {args.rows} rows at {args.baud} baud")
     print(f"achieved {rate:,.0f} samples/s; physical limit {limit:,.0f} samples/s; ratio {rate / limit:.3f}")
+    print(f"answer direction: {RESULT_ITEM.size} bytes per verdict, at most {answers:,.0f} verdicts/s; "
+          f"ratio to the lower of the two limits {rate / min(limit, answers):.3f}")
     for line in summary_line[1:]:
         print(line)
     print(f"verdicts identical to tinyad run: {same}")

@@ -5,6 +5,11 @@ throughput benchmark.
 two threads copy bytes between the masters, one per direction, optionally paced to a baud rate
 (10 bits per byte) and damaged on the way: bit flips, dropped bytes, or a cut (everything
 discarded until ``restore``), as a UART line and its cable do.
+
+With ``audit=True`` the relay also decodes what passes and keeps ``credit_audit``: the credit
+the device granted (its CAPS) and the most DATA bytes it ever saw in flight, that is sent by
+the host and not yet answered by a RESULT. The relay sees a RESULT before the host does, so its
+figure is a lower bound of the host's own.
 """
 
 from __future__ import annotations
@@ -16,9 +21,12 @@ import threading
 import time
 import tty
 
+from firmware_host import protocol as p
+
 
 class Relay:
-    def __init__(self, *, baud: int | None = None, flip_rate: float = 0.0, drop_rate: float = 0.0, seed: int = 0):
+    def __init__(self, *, baud: int | None = None, flip_rate: float = 0.0, drop_rate: float = 0.0, seed: int = 0,
+                 audit: bool = False):
         self.baud = baud
         self.flip_rate = flip_rate
         self.drop_rate = drop_rate
@@ -29,14 +37,18 @@ class Relay:
         self.cut = threading.Event()
         self.stopping = threading.Event()
         self._lock = threading.Lock()
+        self.credit_audit = {"credit": None, "max_in_flight": 0, "data_frames": 0} if audit else None
+        self._in_flight: dict[int, int] = {}      # first sample of an unanswered DATA frame -> its wire bytes
         self.host_master, self._host_slave = os.openpty()
         self.device_master, self._device_slave = os.openpty()
         for fd in (self._host_slave, self._device_slave):
             tty.setraw(fd)          # no echo, no line discipline: bytes pass as they are
         self.host_port = os.ttyname(self._host_slave)
         self.device_port = os.ttyname(self._device_slave)
-        self._threads = [threading.Thread(target=self._pump, args=(self.host_master, self.device_master), daemon=True),
-                         threading.Thread(target=self._pump, args=(self.device_master, self.host_master), daemon=True)]
+        self._threads = [threading.Thread(target=self._pump, args=(self.host_master, self.device_master, p.Decoder()),
+                                          daemon=True),
+                         threading.Thread(target=self._pump, args=(self.device_master, self.host_master, p.Decoder()),
+                                          daemon=True)]
 
     def __enter__(self) -> "Relay":
         for thread in self._threads:
@@ -74,7 +86,20 @@ class Relay:
                 out.append(byte)
         return bytes(out)
 
-    def _pump(self, source: int, target: int) -> None:
+    def _audit(self, decoder: p.Decoder, data: bytes) -> None:
+        audit = self.credit_audit
+        with self._lock:
+            for frame in decoder.feed(data):
+                if frame.type == p.CAPS:
+                    audit["credit"] = p.Caps.unpack(frame.body).credit
+                elif frame.type == p.DATA:
+                    audit["data_frames"] += 1
+                    self._in_flight[frame.seq] = len(p.encode(frame))
+                    audit["max_in_flight"] = max(audit["max_in_flight"], sum(self._in_flight.values()))
+                elif frame.type == p.RESULT:
+                    self._in_flight.pop(frame.seq, None)
+
+    def _pump(self, source: int, target: int, decoder: p.Decoder) -> None:
         next_free = time.monotonic()
         while not self.stopping.is_set():
             ready, _, _ = select.select([source], [], [], 0.05)
@@ -88,6 +113,8 @@ class Relay:
             if self.cut.is_set():
                 continue
             data = self._damage(data)
+            if self.credit_audit is not None:
+                self._audit(decoder, data)
             baud = self.baud            # a test may change the pace mid-stream
             if baud:
                 # Pace per chunk of up to 64 bytes: 10 bits per byte on the wire.

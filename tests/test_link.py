@@ -106,8 +106,14 @@ def _same_as_local(bundle, rows, tmp_path, relay_kwargs=None, during=None, agent
 
 
 def test_clean_link_gives_the_local_verdicts_and_a_summary(built_bundle, sdn_rows, tmp_path):
-    log, _ = _same_as_local(built_bundle, sdn_rows, tmp_path)
+    """Also audits the credit window from the line: the host never has more DATA bytes
+    unanswered than the device granted, and it does keep several frames in flight."""
+    log, relay = _same_as_local(built_bundle, sdn_rows, tmp_path, {"audit": True, "baud": 115_200})
     assert "2000 samples" in log and "0 frames re-sent" in log and "round trip per frame: p50" in log
+    audit = relay.credit_audit
+    assert audit["credit"] and audit["data_frames"] > 10, audit
+    assert audit["max_in_flight"] <= audit["credit"], audit
+    assert audit["max_in_flight"] > audit["credit"] // 2, audit
 
 
 def test_bit_flips_one_byte_in_ten_thousand(lstm_bundle, weather_rows, tmp_path):
