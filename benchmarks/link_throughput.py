@@ -9,9 +9,8 @@ p50/p99 round trip of a DATA frame to its RESULT.
     python benchmarks/link_throughput.py [build/default] [--baud 115200] [--rows 6000] [--input CSV]
 
 The default bundle has 10 features: at 115200 baud the limit is 1,152 samples/s. The answers
-travel the other way at 10 bytes per verdict (a float64 score, kept so that the streamed file
-is byte-identical to a local run, flags and class), so a bundle with fewer than 10 features is
-bound by the answer direction; the benchmark prints both limits.
+travel the other way at 6 bytes per verdict (a float32 score, flags and class), so a bundle
+with fewer than 6 features is bound by the answer direction; the benchmark prints both limits.
 """
 
 from __future__ import annotations

@@ -121,8 +121,14 @@ def verdict_rows(first_row: int, verdicts, manifest: Manifest) -> list[list]:
         if warm:
             rows.append([first_row + i, "warming_up", "", 0, ""])
         else:
-            rows.append([first_row + i, "scored", f"{score:.6g}", int(flag), manifest.classes[int(cls)]])
+            rows.append([first_row + i, "scored", score_text(score), int(flag), manifest.classes[int(cls)]])
     return rows
+
+
+def score_text(score: float) -> str:
+    """A score as the verdict file writes it: 6 significant digits of its float32 value, the
+    precision a RESULT frame carries, so a streamed file equals a local run's byte for byte."""
+    return f"{float(np.float32(score)):.6g}"
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2                    # 2: RESULT scores are float32 (6 bytes a verdict, was 10)
 MAGIC = b"TAD"
 
 END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
@@ -48,7 +48,7 @@ ERROR_NAMES = {E_VERSION: "version mismatch", E_SELF_TEST: "self-test failed", E
 
 # RESULT flags
 F_ANOMALY, F_WARMING_UP = 0x01, 0x02
-RESULT_ITEM = struct.Struct("<dBB")     # score (float64), flags, class index
+RESULT_ITEM = struct.Struct("<fBB")     # score (float32), flags, class index: 6 bytes a verdict
 CAPS_FIXED = struct.Struct("<3sBI32sHHdbHIIB")
 
 
@@ -226,7 +226,7 @@ def unpack_data(frame: Frame, features: int) -> np.ndarray:
 
 
 def result(first_seq: int, scores, flags, classes) -> Frame:
-    """RESULT: per sample a float64 score, flags (F_ANOMALY, F_WARMING_UP) and a class index."""
+    """RESULT: per sample a float32 score, flags (F_ANOMALY, F_WARMING_UP) and a class index."""
     body = bytearray(struct.pack("<H", len(scores)))
     for score, flag, cls in zip(scores, flags, classes):
         body += RESULT_ITEM.pack(float(score), int(flag), int(cls))

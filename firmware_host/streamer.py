@@ -71,6 +71,12 @@ class _Frame:
     wire: int = 0           # bytes on the wire
     sent_at: float = 0.0    # first send
     last_sent: float = 0.0
+    queued: int = 0         # line bytes, both ways, ahead of its answer when last sent (its own included)
+
+    @property
+    def line_bytes(self) -> int:
+        """Its DATA frame plus the RESULT that answers it (count, items and framing)."""
+        return self.wire + len(self.samples) * p.RESULT_ITEM.size + p.HEADER.size + p.CRC.size + 4
 
 
 class Session:
@@ -219,6 +225,7 @@ class Session:
                 if frame.first >= ignore_below:
                     self.stats.payload_bytes += samples.size
                 frame.sent_at = frame.last_sent = time.monotonic()
+                frame.queued = sum(f.line_bytes for f in pending) + frame.line_bytes
                 pending.append(frame)
                 in_flight += frame.wire
                 next_number += count
@@ -260,8 +267,9 @@ class Session:
                     raise LinkError(f"the device stopped the stream: {p.describe_error(code, text)}")
             # 3. time-outs
             now = time.monotonic()
-            # Frames queue behind each other on a slow line: allow for the bytes ahead of the answer.
-            line_time = 2 * sum(f.wire for f in pending) * 10 / self.baud
+            # Frames and answers queue behind each other on a slow line: allow for the bytes that
+            # were ahead of this answer when the frame went out (10 bits a byte).
+            line_time = pending[0].queued * 10 / self.baud if pending else 0.0
             if pending and now - pending[0].last_sent > self.rto * (1 + tries) + line_time:
                 tries += 1
                 if tries <= MAX_TRIES:
@@ -279,9 +287,11 @@ class Session:
 
     def _resend(self, pending: deque) -> None:
         now = time.monotonic()
+        queued = 0
         for frame in pending:
             self._send(p.data(frame.first, frame.samples))
-            frame.last_sent = now
+            queued += frame.line_bytes
+            frame.last_sent, frame.queued = now, queued
             self.stats.retransmissions += 1
 
 

@@ -125,5 +125,8 @@ def test_the_byte_level_example_in_PROTOCOL_md_is_what_the_encoder_sends():
     wire = bytes(int(tok, 16) for line in block.strip().splitlines() for tok in line.split("  ")[0].split())
     samples = np.array([[12, -64, 3], [0, -37, 127]], dtype=np.int8)
     assert wire == p.encode(p.data(1000, samples))
-    hello_line = text.split("HELLO, version 1: `")[1].split("`")[0]
+    block = text.split("Device to host, RESULT for the same two samples")[1].split("```")[1]
+    wire = bytes(int(tok, 16) for line in block.strip().splitlines() for tok in line.split("  ")[0].split())
+    assert wire == p.encode(p.result(1000, [0.5, float("nan")], [p.F_ANOMALY, p.F_WARMING_UP], [1, 0]))
+    hello_line = text.split(f"HELLO, version {p.PROTOCOL_VERSION}: `")[1].split("`")[0]
     assert bytes.fromhex(hello_line.replace(" ", "")) == p.encode(p.hello())
