@@ -229,7 +229,7 @@ def test_a_push_whose_model_does_not_match_its_manifest_is_refused(served, bundl
 
 
 def test_protocol_version_mismatch_is_readable_on_both_ends(served, tmp_path):
-    with Relay() as relay, agent(relay.device_port, served) as proc:
+    with Relay() as relay, agent(relay.device_port, served):
         link = Link(relay.host_port)
         try:
             replies = []
