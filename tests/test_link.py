@@ -292,3 +292,17 @@ def test_the_agent_reopens_its_port_after_the_host_side_vanishes(served, sdn_row
     assert done.returncode == 0, done.stderr + log_path.read_text()
     assert (tmp_path / "streamed.csv").read_bytes() == run_locally(served, sdn_rows, tmp_path / "l.csv")
     assert log_path.read_text().count("listening on") >= 2
+
+
+def test_stdin_stream_and_a_host_bundle_that_is_not_the_devices(served, lstm_bundle, sdn_rows, tmp_path):
+    """`--input -` streams stdin; a host holding another model than the device is refused before
+    a single sample is sent, with both hashes named."""
+    with Relay() as relay, agent(relay.device_port, served):
+        piped = subprocess.run([*TINYAD, "stream", "--port", relay.host_port, "--model", str(served), "--input", "-",
+                                "--quiet"], input=sdn_rows.read_bytes(), capture_output=True, timeout=120)
+        other = stream(relay.host_port, lstm_bundle, sdn_rows, tmp_path / "other.csv")
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout == run_locally(served, sdn_rows, tmp_path / "l.csv")
+    assert other.returncode != 0 and "Traceback" not in other.stderr
+    assert load_manifest(served).sha256[:12] in other.stderr and load_manifest(lstm_bundle).sha256[:12] in other.stderr
+    assert not (tmp_path / "other.csv").exists()
