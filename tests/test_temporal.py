@@ -44,38 +44,87 @@ def test_each_temporal_detector_is_fully_int8_with_a_fused_lstm(temporal_bundles
         assert report["train"]["score_fit"]["grid"]
 
 
-def _test_part_csv(recipe, shared_data: Path, path: Path) -> int:
-    """The raw test rows of a recipe's split, in time order, as a CSV ``tinyad run`` reads."""
+def _test_runs(recipe, data_root: Path, folder: Path) -> list[tuple[int, Path]]:
+    """The raw test rows of a recipe's split, in time order, as CSVs ``tinyad run`` reads: one per
+    contiguous run of rows (a block split's test part has gaps, and no window spans a gap), each
+    with its first row's position within the part."""
     from toolchain.prepare import prepare
 
-    prep = prepare(recipe, shared_data)
-    frame = prep.dataset.features.iloc[prep.parts["test"]]
-    frame.to_csv(path, index=False)
-    return len(frame)
+    prep = prepare(recipe, data_root)
+    index = np.asarray(prep.parts["test"])
+    starts = [0] + [i for i in range(1, len(index)) if index[i] != index[i - 1] + 1] + [len(index)]
+    runs = []
+    for n, (a, b) in enumerate(zip(starts, starts[1:])):
+        path = folder / f"test_{n}.csv"
+        prep.dataset.features.iloc[index[a:b]].to_csv(path, index=False)
+        runs.append((a, path))
+    return runs
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_run_on_the_test_rows_equals_verify_row_for_row(temporal_bundles, shared_data, tmp_path, kind):
     recipe, bundle, work = temporal_bundles[kind]
-    rows = _test_part_csv(recipe, shared_data, tmp_path / "test.csv")
-    result = CliRunner().invoke(main, ["run", str(bundle), "--input", str(tmp_path / "test.csv"),
-                                       "--output", str(tmp_path / "verdicts.csv"), "--batch-rows", "37"])
-    assert result.exit_code == 0, result.output
-    with open(tmp_path / "verdicts.csv") as handle:
-        verdicts = list(csv.DictReader(handle))
-    assert len(verdicts) == rows
-    # The first W-1 rows warm the ring buffer up: an explicit status, no score, no guess.
-    assert [v["status"] for v in verdicts[:WINDOW - 1]] == ["warming_up"] * (WINDOW - 1)
-    assert all(v["score"] == "" and v["is_anomaly"] == "0" for v in verdicts[:WINDOW - 1])
-    assert all(v["status"] == "scored" for v in verdicts[WINDOW - 1:])
+    _assert_run_equals_verify(recipe, bundle, work, shared_data, tmp_path)
+
+
+def _assert_run_equals_verify(recipe, bundle: Path, work: Path, data_root: Path, tmp_path: Path) -> None:
+    """`tinyad run` on the test part's raw rows (one stream per contiguous run) gives, row for
+    row, the scores and verdicts verify computed."""
+    positions, run_scores, run_flags = [], [], []
+    for first, path in _test_runs(recipe, data_root, tmp_path):
+        out = path.with_suffix(".verdicts.csv")
+        result = CliRunner().invoke(main, ["run", str(bundle), "--input", str(path), "--output", str(out),
+                                           "--batch-rows", "37"])
+        assert result.exit_code == 0, result.output
+        with open(out) as handle:
+            verdicts = list(csv.DictReader(handle))
+        # The first W-1 rows warm the ring buffer up: an explicit status, no score, no guess.
+        warm = min(WINDOW - 1, len(verdicts))
+        assert [v["status"] for v in verdicts[:warm]] == ["warming_up"] * warm
+        assert all(v["score"] == "" and v["is_anomaly"] == "0" for v in verdicts[:warm])
+        assert all(v["status"] == "scored" for v in verdicts[warm:])
+        positions += range(first + warm, first + len(verdicts))
+        run_scores += [float(v["score"]) for v in verdicts[warm:]]
+        run_flags += [v["is_anomaly"] == "1" for v in verdicts[warm:]]
     saved = np.load(work / "test_scores.npz")
-    assert list(saved["positions"]) == list(range(WINDOW - 1, rows))
-    run_scores = np.array([float(v["score"]) for v in verdicts[WINDOW - 1:]])
+    assert list(saved["positions"]) == positions
     np.testing.assert_allclose(run_scores, saved["int8"], rtol=1e-5, atol=1e-6)
+    assert (np.array(run_flags) == (saved["int8"] > load_manifest(bundle).threshold)).all()
+
+
+def test_cnn_lstm_attn_as_a_classifier_where_labels_exist(shared_data, tmp_path):
+    """Real TON_IoT Weather rows, normal and attack runs taken in file order and laid out in
+    alternating runs so that a block split gives every part both classes: the CNN-LSTM-attention
+    model is trained as a windowed classifier, converts fully int8, and runs as verify scored."""
+    import pandas as pd
+
+    from toolchain.convert import float_ops, op_list
+    from toolchain.pipeline import build
+    from toolchain.recipe import load_recipe
+
+    frame = pd.read_csv(shared_data / "ton_iot" / "Train_Test_IoT_Weather.csv.gz", encoding="utf-8-sig")
+    columns = ["temperature", "pressure", "humidity", "label"]
+    normal, attack = frame[frame.label == 0][columns], frame[frame.label == 1][columns]
+    runs = [part.iloc[i:i + 150] for i in range(0, 1500, 150) for part in (normal, attack)]
+    pd.concat(runs).to_csv(tmp_path / "weather_runs.csv", index=False)
+    recipe_path = tmp_path / "classifier.toml"
+    recipe_path.write_text(
+        "name = 't_classifier'\nseed = 5\n"
+        "[data]\nloader = 'csv'\npath = 'weather_runs.csv'\nrelative_to = 'recipe'\nlabel = 'label'\n"
+        "[split]\nmethod = 'blocks'\nblocks = 20\n"
+        "[features]\ntop_k = 0\nsweep = []\n"
+        f"[detector]\nkind = 'cnn_lstm_attn'\nmode = 'classifier'\nwindow = {WINDOW}\nlstm_units = 8\n"
+        "conv_filters = 8\nclassifier = [8]\nactivation = 'relu6'\nepochs = 4\nbatch_size = 64\n"
+        "[quantize]\nrepresentative_rows = 150\ngolden_rows = 12\n[verify]\nmax_f1_drop = 1.0\n")
+    recipe = load_recipe(recipe_path)
+    bundle, work = tmp_path / "bundle", tmp_path / "work"
+    report = build(recipe, tmp_path, bundle, work)
     manifest = load_manifest(bundle)
-    verify_flags = saved["int8"] > manifest.threshold
-    run_flags = np.array([v["is_anomaly"] == "1" for v in verdicts[WINDOW - 1:]])
-    assert (run_flags == verify_flags).all()
+    assert manifest.score_params["mode"] == "classifier" and manifest.output_shape == [1, 2]
+    ops = op_list((bundle / "model.tflite").read_bytes())
+    assert float_ops(ops) == [] and {"CONV_2D", "UNIDIRECTIONAL_SEQUENCE_LSTM", "SOFTMAX"} <= {o.name for o in ops}
+    assert report["verify"]["models"]["int8"]["roc_auc"] > 0.6      # it learned something from the labels
+    _assert_run_equals_verify(recipe, bundle, work, tmp_path, tmp_path)
 
 
 def test_temporal_bundle_refuses_pointwise_predict(temporal_bundles):
