@@ -128,7 +128,8 @@ def verdict_rows(first_row: int, verdicts, manifest: Manifest) -> list[list]:
 def score_text(score: float) -> str:
     """A score as the verdict file writes it: 6 significant digits of its float32 value, the
     precision a RESULT frame carries, so a streamed file equals a local run's byte for byte."""
-    return f"{float(np.float32(score)):.6g}"
+    with np.errstate(over="ignore"):
+        return f"{float(np.float32(score)):.6g}"
 
 
 @contextlib.contextmanager

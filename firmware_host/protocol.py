@@ -228,7 +228,9 @@ def unpack_data(frame: Frame, features: int) -> np.ndarray:
 def result(first_seq: int, scores, flags, classes) -> Frame:
     """RESULT: per sample a float32 score, flags (F_ANOMALY, F_WARMING_UP) and a class index."""
     body = bytearray(struct.pack("<H", len(scores)))
-    for score, flag, cls in zip(scores, flags, classes):
+    with np.errstate(over="ignore"):                 # a score beyond float32's range goes as inf
+        scores32 = np.asarray(scores, dtype=np.float64).astype(np.float32)
+    for score, flag, cls in zip(scores32, flags, classes):
         body += RESULT_ITEM.pack(float(score), int(flag), int(cls))
     return Frame(RESULT, first_seq, bytes(body))
 

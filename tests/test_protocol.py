@@ -47,6 +47,11 @@ def test_data_and_result_bodies():
     scores = np.array([0.25, float("nan")])
     back = p.unpack_result(p.result(40, scores, [p.F_ANOMALY, p.F_WARMING_UP], [1, 0]))
     assert back[0] == (0.25, p.F_ANOMALY, 1) and np.isnan(back[1][0]) and back[1][1:] == (p.F_WARMING_UP, 0)
+    # A RESULT carries the float32 value the verdict file writes; past float32's range it is inf.
+    back = p.unpack_result(p.result(41, [0.1234567891234, 1e300], [0, p.F_ANOMALY], [0, 1]))
+    assert back[0][0] == float(np.float32(0.1234567891234)) and back[1][0] == float("inf")
+    from firmware_host.csv_input import score_text
+    assert score_text(back[0][0]) == score_text(0.1234567891234) == "0.123457"
 
 
 def test_caps_round_trip_and_a_foreign_version_is_readable():
