@@ -306,3 +306,25 @@ def test_stdin_stream_and_a_host_bundle_that_is_not_the_devices(served, lstm_bun
     assert other.returncode != 0 and "Traceback" not in other.stderr
     assert load_manifest(served).sha256[:12] in other.stderr and load_manifest(lstm_bundle).sha256[:12] in other.stderr
     assert not (tmp_path / "other.csv").exists()
+
+
+def test_a_swap_cut_by_a_power_loss_is_recovered_and_a_broken_bundle_rolled_back(built_bundle, tmp_path):
+    """Between the two renames of a swap only `<bundle>.previous` exists: the agent puts it back
+    at start and serves it. A served bundle that fails to load is swapped for the previous one."""
+    from firmware_host.agent import DeviceAgent, _roll_back
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(built_bundle, tmp_path / "bundle.previous")
+    said = []
+    device = DeviceAgent(bundle, log=said.append)
+    assert device.ready and (bundle / MANIFEST_FILE).is_file() and not (tmp_path / "bundle.previous").exists()
+    assert any("interrupted model swap" in line for line in said)
+    device.detector.close()
+
+    shutil.copytree(bundle, tmp_path / "bundle.previous")
+    (bundle / "model.tflite").write_bytes(b"\0" * 64)            # the served model no longer loads
+    _roll_back(bundle, said.append)
+    device = DeviceAgent(bundle, log=said.append)
+    assert device.ready and load_manifest(bundle).sha256 == load_manifest(built_bundle).sha256
+    assert len(list(tmp_path.glob("bundle.broken-*"))) == 1
+    device.detector.close()
