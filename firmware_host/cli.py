@@ -203,7 +203,9 @@ def stream(port, bundle, input_path, output_path, baud, batch_rows, give_up_afte
 
     Rows are scaled and quantized here with the bundle's manifest and sent as int8, one byte
     per feature. Verdicts equal `tinyad run`'s on the same bundle and input. Exits non-zero,
-    naming how many rows got no verdict, if the device refuses or stops answering.
+    naming how many rows got no verdict, if the device refuses or stops answering; a bad input
+    row stops the stream once every row before it has its verdict. Either way the verdicts
+    that arrived stay in --output.
     """
     from .csv_input import VERDICT_HEADER, atomic_output, open_text, read_batches, verdict_rows
     from .link import Link
@@ -250,8 +252,11 @@ def stream(port, bundle, input_path, output_path, baud, batch_rows, give_up_afte
     for line in stream_lines(stats.summary(), manifest, port, baud):
         click.echo(line, err=True)
     if failure is not None or stats.missing:
-        raise click.ClickException(f"{stats.missing} of {rows_read} rows got no verdict"
-                                   + (f": {failure}" if failure else ""))
+        problems = ([f"{stats.missing} of {rows_read} rows got no verdict"] if stats.missing else []) \
+            + ([str(failure)] if failure else [])
+        kept = f" (the verdicts of the first {stats.samples} rows are in {output_path})" \
+            if output_path and stats.samples else ""
+        raise click.ClickException(": ".join(problems) + kept)
 
 
 class _RateBar:

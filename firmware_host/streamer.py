@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from . import protocol as p
-from .errors import LinkError
+from .errors import DataError, LinkError
 from .link import Link
 from .manifest import GOLDEN_FILE, MANIFEST_FILE, MODEL_FILE, Manifest
 from .scoring import Verdicts
@@ -154,8 +154,17 @@ class Session:
                progress: Callable[[int], None] | None = None) -> StreamStats:
         """Send every int8 sample of ``batches``; call ``on_verdicts(first_row, verdicts)`` in input
         order as verdicts arrive. Raises LinkError when the device refuses or stops answering
-        (``stats.missing`` then counts the rows left without a verdict)."""
+        (``stats.missing`` then counts the rows left without a verdict), and a DataError from
+        ``batches`` once every sample read before it has its verdict. ``stats`` holds the
+        figures either way."""
         started = time.monotonic()
+        try:
+            return self._stream(batches, on_verdicts, progress)
+        finally:
+            self.stats.seconds = time.monotonic() - started
+            self.stats.crc_errors = self.link.crc_errors
+
+    def _stream(self, batches, on_verdicts, progress) -> StreamStats:
         caps = self.caps or self.handshake()
         session = caps.session
         window = max(int(self.manifest.window), 1)
@@ -169,6 +178,7 @@ class Session:
         owed = 0                                    # first sample still owed a verdict
         ignore_below = 0                            # answers for samples below this are warm-up replays
         exhausted = False
+        bad_input: DataError | None = None
         tries = 0
         last_progress = time.monotonic()
         self.sync(0)
@@ -209,6 +219,11 @@ class Session:
                         batch = next(source)
                     except StopIteration:
                         exhausted = True
+                        break
+                    except DataError as exc:
+                        # Bad input: finish what is in flight, so every row before the bad
+                        # batch gets its verdict, then report it.
+                        exhausted, bad_input = True, exc
                         break
                     unsent.extend(np.asarray(batch, dtype=np.int8))
                 if not unsent:
@@ -281,8 +296,8 @@ class Session:
                     session = caps.session
             if now - last_progress > self.give_up_after:
                 raise LinkError(f"no verdict for {self.give_up_after:.0f} s; giving up")
-        self.stats.seconds = time.monotonic() - started
-        self.stats.crc_errors = self.link.crc_errors
+        if bad_input is not None:
+            raise bad_input
         return self.stats
 
     def _resend(self, pending: deque) -> None:

@@ -328,3 +328,22 @@ def test_a_swap_cut_by_a_power_loss_is_recovered_and_a_broken_bundle_rolled_back
     assert device.ready and load_manifest(bundle).sha256 == load_manifest(built_bundle).sha256
     assert len(list(tmp_path.glob("bundle.broken-*"))) == 1
     device.detector.close()
+
+
+def test_a_bad_row_mid_stream_stops_it_after_the_rows_before_have_their_verdicts(served, sdn_rows, tmp_path):
+    lines = sdn_rows.read_text().splitlines(keepends=True)
+    header = lines[0].rstrip().split(",")
+    name = next(f for f in load_manifest(served).features if f in header)
+    column = header.index(name)
+    cells = lines[1500].split(",")
+    cells[column] = "oops"
+    lines[1500] = ",".join(cells)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("".join(lines))
+    with Relay() as relay, agent(relay.device_port, served):
+        done = stream(relay.host_port, served, bad, tmp_path / "streamed.csv", "--batch-rows", "100")
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert f"line 1501, column '{name}': 'oops' is not a number" in done.stderr
+    assert "the verdicts of the first 1400 rows are in" in done.stderr and "got no verdict" not in done.stderr
+    expected = run_locally(served, sdn_rows, tmp_path / "l.csv").splitlines(keepends=True)
+    assert (tmp_path / "streamed.csv").read_bytes().splitlines(keepends=True) == expected[:1401]
