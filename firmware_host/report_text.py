@@ -53,6 +53,12 @@ def manifest_lines(m: Manifest, interpreter_here: str) -> list[str]:
     if agree:
         lines.append(f"  int8 vs float: verdict agreement {agree['verdict_agreement']:.4f}, "
                      f"score rank correlation {agree['score_rank_correlation']:.4f}")
+    for name in ("float", "int8"):
+        w = m.metrics.get(name, {}).get("windows")
+        if w:
+            delay = f", mean delay {w['mean_delay_rows']:.0f} rows" if w["detected"] else ""
+            lines.append(f"  labelled windows, {name}: {w['detected']}/{w['windows_scored']} detected, "
+                         f"{w['false_alarms_per_1000']:.2f} false alarms per 1000 points{delay}")
     return lines
 
 

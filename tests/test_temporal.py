@@ -276,6 +276,8 @@ gate = "windows"
         assert manifest.detector == "lstm" and manifest.window == 6
         assert row["int8_windows"].endswith("/4" if row["series"] == "speed_7578" else "/1")
         assert "isolation_forest" in row["baselines"]
+        info = CliRunner().invoke(main, ["info", str(out / row["series"])])
+        assert f"labelled windows, int8: {row['int8_windows']} detected" in info.output, info.output
     table = (out / "summary.md").read_text()
     assert sum(line.startswith("| ") for line in table.splitlines()) == 3 and "speed_7578" in table and "IF " in table
 

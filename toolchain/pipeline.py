@@ -274,7 +274,10 @@ def _manifest(recipe, prep, trained, quant_info, verify_report, work) -> mf.Mani
 def _headline(m: dict) -> dict:
     keys = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "confusion_matrix",
             "threshold")
-    return {k: m[k] for k in keys}
+    headline = {k: m[k] for k in keys}
+    if "windows" in m:      # labelled anomaly windows (NAB): the figures, not the per-window detail
+        headline["windows"] = {k: v for k, v in m["windows"].items() if k != "per_window"}
+    return headline
 
 
 # -- one bundle per series -----------------------------------------------------------------------
