@@ -187,6 +187,12 @@ class Stream:
         return scoring.Verdicts(scores=scores, is_anomaly=flags, predicted=predicted, warming_up=warming)
 
 
+def replay_length(manifest: Manifest) -> int:
+    """Samples of history that rebuild a ``Stream``'s state exactly: a host whose device restarted
+    replays this many of the last verdicted samples as warm-up (their answers discarded)."""
+    return max(int(manifest.window), 1) - 1
+
+
 def prepare_rows(manifest: Manifest, raw_rows: np.ndarray) -> np.ndarray:
     """Raw feature rows -> int8 model input values, as the manifest says (scale, then quantize).
     The host streamer uses this alone: it needs the manifest, not an interpreter."""

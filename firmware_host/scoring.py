@@ -29,6 +29,9 @@ class Verdicts:
     is_anomaly: np.ndarray    # bool
     predicted: np.ndarray     # int class index (argmax for classifiers; 0/1 for the AE)
     warming_up: np.ndarray | None = None   # bool; set by a stream: True where the window was not full yet
+    # float64 in [0, 1], comparable across bundles (the adaptive anomaly level), or None where the
+    # bundle has none. Always a multiple of 1/65535, so the serial link carries it exactly as uint16.
+    unit_score: np.ndarray | None = None
 
 
 def reconstruction_error(residual: np.ndarray) -> np.ndarray:
