@@ -24,7 +24,16 @@ BUILD_COMMANDS = {
 
 
 class TinyadGroup(click.Group):
-    """Lists build commands without importing them; a missing [train] extra becomes a clear error."""
+    """Lists build commands without importing them; a missing [train] extra becomes a clear error.
+
+    It is also the one error boundary of the ``tinyad`` command: a ``TinyadError`` raised by
+    any subcommand (run side or build side) becomes one ``Error: ...`` line and exit code 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except TinyadError as exc:
+            raise click.ClickException(str(exc)) from None
 
     def list_commands(self, ctx):
         return sorted(set(super().list_commands(ctx)) | set(BUILD_COMMANDS))
@@ -46,10 +55,6 @@ def _unavailable(name: str, missing: str) -> click.Command:
         raise click.ClickException(f"'tinyad {name}' needs the build side: pip install 'tinyad[train]' "
                                    f"({missing} is not installed)")
     return command
-
-
-def fail(exc: TinyadError) -> click.ClickException:
-    return click.ClickException(str(exc))
 
 
 @click.group(cls=TinyadGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -91,24 +96,21 @@ def run(bundle, input_path, output_path, skip_self_test, batch_rows):
 
     from .csv_input import atomic_output
 
-    try:
-        detector = Detector(bundle, self_test=not skip_self_test)
-        if skip_self_test:
-            click.echo("warning: golden-vector self-test skipped; verdicts are unchecked on this machine", err=True)
-        stream, source = open_text(input_path)
-        batches = read_batches(stream, detector.manifest, source, batch_rows)
-        anomalies = rows = 0
-        scorer = detector.stream()
-        with atomic_output(output_path) as out:
-            writer = csv.writer(out)
-            writer.writerow(VERDICT_HEADER)
-            for raw in batches:
-                verdicts = scorer.push(detector.prepare(raw))
-                writer.writerows(verdict_rows(rows, verdicts, detector.manifest))
-                rows += len(raw)
-                anomalies += int(verdicts.is_anomaly.sum())
-    except TinyadError as exc:
-        raise fail(exc)
+    detector = Detector(bundle, self_test=not skip_self_test)
+    if skip_self_test:
+        click.echo("warning: golden-vector self-test skipped; verdicts are unchecked on this machine", err=True)
+    stream, source = open_text(input_path)
+    batches = read_batches(stream, detector.manifest, source, batch_rows)
+    anomalies = rows = 0
+    scorer = detector.stream()
+    with atomic_output(output_path) as out:
+        writer = csv.writer(out)
+        writer.writerow(VERDICT_HEADER)
+        for raw in batches:
+            verdicts = scorer.push(detector.prepare(raw))
+            writer.writerows(verdict_rows(rows, verdicts, detector.manifest))
+            rows += len(raw)
+            anomalies += int(verdicts.is_anomaly.sum())
     click.echo(f"{rows} rows, {anomalies} anomalies ({detector.runtime.describe()})", err=True)
 
 
@@ -121,11 +123,8 @@ def info(bundle, as_json):
     from .manifest import load_manifest
     from .report_text import manifest_lines
 
-    try:
-        manifest = load_manifest(bundle)
-        runtime = load_runtime()
-    except TinyadError as exc:
-        raise fail(exc)
+    manifest = load_manifest(bundle)
+    runtime = load_runtime()
     if as_json:
         click.echo(json.dumps({**manifest.to_dict(), "interpreter_here": runtime.describe()}, indent=2))
         return
@@ -142,10 +141,7 @@ def bench(bundle, invokes, as_json):
     from .bench import bench_bundle
     from .report_text import bench_lines
 
-    try:
-        result = bench_bundle(bundle, invokes=invokes)
-    except TinyadError as exc:
-        raise fail(exc)
+    result = bench_bundle(bundle, invokes=invokes)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -183,8 +179,6 @@ def device(port, bundle, baud, credit):
         serve(port, bundle, baud=baud, log=log, credit=credit)
     except KeyboardInterrupt:
         log("stopped")
-    except TinyadError as exc:
-        raise fail(exc)
 
 
 @main.command()
@@ -221,32 +215,29 @@ def stream(port, bundle, input_path, output_path, baud, batch_rows, give_up_afte
     rows_read = 0
     session = None
     failure = None
-    try:
-        manifest = load_manifest(bundle)
-        text, source = open_text(input_path)
-        link = Link(port, baud)
-        session = Session(link, manifest, log=log, give_up_after=give_up_after, baud=baud)
-        session.handshake()
+    manifest = load_manifest(bundle)
+    text, source = open_text(input_path)
+    link = Link(port, baud)
+    session = Session(link, manifest, log=log, give_up_after=give_up_after, baud=baud)
+    session.handshake()
 
-        def prepared():
-            nonlocal rows_read
-            for raw in read_batches(text, manifest, source, batch_rows):
-                rows_read += len(raw)
-                yield prepare_rows(manifest, raw)
+    def prepared():
+        nonlocal rows_read
+        for raw in read_batches(text, manifest, source, batch_rows):
+            rows_read += len(raw)
+            yield prepare_rows(manifest, raw)
 
-        bar = _RateBar(quiet)
-        with atomic_output(output_path) as out:
-            writer = csv.writer(out)
-            writer.writerow(VERDICT_HEADER)
-            try:
-                session.stream(prepared(), lambda first, v: writer.writerows(verdict_rows(first, v, manifest)),
-                               bar.advance)
-            except TinyadError as exc:
-                failure = exc        # keep the verdicts that did arrive, then fail
-            bar.close()
-        link.close()
-    except TinyadError as exc:
-        raise fail(exc)
+    bar = _RateBar(quiet)
+    with atomic_output(output_path) as out:
+        writer = csv.writer(out)
+        writer.writerow(VERDICT_HEADER)
+        try:
+            session.stream(prepared(), lambda first, v: writer.writerows(verdict_rows(first, v, manifest)),
+                           bar.advance)
+        except TinyadError as exc:
+            failure = exc        # keep the verdicts that did arrive, then fail
+        bar.close()
+    link.close()
     stats = session.stats
     stats.missing = max(rows_read - stats.samples, 0)
     for line in stream_lines(stats.summary(), manifest, port, baud):
@@ -299,14 +290,11 @@ def deploy(bundle, port, baud):
     from .link import Link
     from .streamer import deploy as push
 
+    link = Link(port, baud)
     try:
-        link = Link(port, baud)
-        try:
-            result = push(link, bundle, baud=baud)
-        finally:
-            link.close()
-    except TinyadError as exc:
-        raise fail(exc)
+        result = push(link, bundle, baud=baud)
+    finally:
+        link.close()
     click.echo(f"pushed {result['bytes']} bytes in {result['chunks']} chunks ({result['resent']} re-sent); "
                f"device now serves {result['model_sha256'][:12]}... ({result['status']})")
 

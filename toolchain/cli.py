@@ -1,4 +1,5 @@
-"""Build-side commands. Each one parses, calls one pipeline function, and maps TinyadError to a
+"""Build-side commands. Each one parses and calls one pipeline function; the ``tinyad`` group
+(``firmware_host.cli.TinyadGroup``) is the one boundary that turns a TinyadError into a
 one-line error. TensorFlow is imported inside the pipeline, not here."""
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from pathlib import Path
 
 import click
 
-from firmware_host.errors import TinyadError
 from firmware_host.report_text import metrics_table
 
 
@@ -71,14 +71,11 @@ def _setup(recipe_path, data_root, work, label=None):
 
 
 def _run_stage(stage: str, recipe_path, label, data_root, work, **kwargs):
-    """Load the recipe, run one pipeline function by name, and map TinyadError to a CLI error."""
+    """Load the recipe and run one pipeline function by name (``tinyad``'s group maps TinyadError)."""
     from . import pipeline
 
-    try:
-        recipe, root, work = _setup(recipe_path, data_root, work, label)
-        return recipe, work, getattr(pipeline, stage)(recipe, root, work, progress=Progress(), **kwargs)
-    except TinyadError as exc:
-        raise click.ClickException(str(exc))
+    recipe, root, work = _setup(recipe_path, data_root, work, label)
+    return recipe, work, getattr(pipeline, stage)(recipe, root, work, progress=Progress(), **kwargs)
 
 
 def _echo_verify(report: dict) -> None:
@@ -112,21 +109,18 @@ def build(recipe, label, data_root, work, out):
     from .pipeline import build as run_build
     from .pipeline import build_each, summary_markdown
 
-    try:
-        recipe, root, work = _setup(recipe, data_root, work, label)
-        out = Path(out) if out else Path("build") / recipe.name
-        if recipe.data.per_series:
-            summary = build_each(recipe, root, out, work, Progress())
-            click.echo(summary_markdown(summary["series"]))
-            failed = [r["series"] for r in summary["series"] if "error" in r]
-            click.echo(f"{len(summary['series']) - len(failed)} of {len(summary['series'])} series built into {out}"
-                       f" (summary: {out / 'summary.md'})")
-            if failed:
-                raise click.ClickException(f"{len(failed)} series failed: {', '.join(failed)}")
-            return
-        report = run_build(recipe, root, out, work, Progress())
-    except TinyadError as exc:
-        raise click.ClickException(str(exc))
+    recipe, root, work = _setup(recipe, data_root, work, label)
+    out = Path(out) if out else Path("build") / recipe.name
+    if recipe.data.per_series:
+        summary = build_each(recipe, root, out, work, Progress())
+        click.echo(summary_markdown(summary["series"]))
+        failed = [r["series"] for r in summary["series"] if "error" in r]
+        click.echo(f"{len(summary['series']) - len(failed)} of {len(summary['series'])} series built into {out}"
+                   f" (summary: {out / 'summary.md'})")
+        if failed:
+            raise click.ClickException(f"{len(failed)} series failed: {', '.join(failed)}")
+        return
+    report = run_build(recipe, root, out, work, Progress())
     _echo_verify(report["verify"])
     for method, other in report["splits"].items():
         m = other["verify"]["models"]
@@ -196,10 +190,7 @@ def verify(recipe, label, data_root, work):
 
     _, _, report = _run_stage("stage_verify", recipe, label, data_root, work, gate=False)
     _echo_verify(report)
-    try:
-        check_gate(report)
-    except TinyadError as exc:
-        raise click.ClickException(str(exc))
+    check_gate(report)
 
 
 @click.command("compare")
@@ -225,16 +216,13 @@ def compare(recipe, label, data_root, work, out, rebuild):
     from .compare import comparison_lines
     from .pipeline import build as run_build
 
-    try:
-        loaded, root, work = _setup(recipe, data_root, work, label)
-        out = Path(out) if out else Path("build") / loaded.name
-        report_path = out / "report.json"
-        report = json.loads(report_path.read_text()) if report_path.is_file() and not rebuild else None
-        if report is None or report.get("recipe") != json.loads(json.dumps(loaded.to_dict())) or "compare" not in report:
-            click.echo(f"building {out} (the table comes from a build)", err=True)
-            report = run_build(loaded, root, out, work, Progress())
-    except TinyadError as exc:
-        raise click.ClickException(str(exc))
+    loaded, root, work = _setup(recipe, data_root, work, label)
+    out = Path(out) if out else Path("build") / loaded.name
+    report_path = out / "report.json"
+    report = json.loads(report_path.read_text()) if report_path.is_file() and not rebuild else None
+    if report is None or report.get("recipe") != json.loads(json.dumps(loaded.to_dict())) or "compare" not in report:
+        click.echo(f"building {out} (the table comes from a build)", err=True)
+        report = run_build(loaded, root, out, work, Progress())
     rows = report["verify"].get("scored_rows", report["verify"]["test_rows"])
     click.echo(f"{loaded.name}: {rows} test rows, {report['split']['method']} split, same rows for every scorer")
     for line in comparison_lines(report["compare"]):
