@@ -1,8 +1,11 @@
-"""Detection metrics, from scikit-learn, used by select-features, train, verify, compare and reports."""
+"""Detection metrics, from scikit-learn, used by select-features, train, verify, compare and reports;
+NAB's score (``nab_score``) is re-exported here so there is one metrics entry point."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from .nab_score import nab_corpus_report, nab_score, nab_score_verdicts, nab_scores_all_profiles  # noqa: F401
 
 METRIC_KEYS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc")
 
