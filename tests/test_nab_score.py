@@ -170,3 +170,26 @@ def test_user_mistakes_are_data_errors():
         nab_score({"f": (TIMES, np.zeros(999))}, {})
     with pytest.raises(DataError, match="overlap"):
         one_file(np.zeros(ROWS), windows=[(500.0, 599.0), (550.0, 650.0)])
+
+
+def test_window_detection_carries_nab_of_its_alarms():
+    from toolchain.metrics import window_detection
+
+    # The rows given are the scored rows: no probationary period, so an alarm on row 10 counts.
+    hit = window_detection(spikes(500, 10) > 0, TIMES, WINDOW)["nab"]
+    assert hit["standard"]["raw"] == pytest.approx(1.0 - 0.11)
+    assert hit["standard"]["score"] == pytest.approx(100 * 1.89 / 2)
+    quiet = window_detection(np.zeros(ROWS, bool), TIMES, WINDOW + [(5000.0, 5010.0)])["nab"]
+    assert (quiet["standard"]["score"], quiet["standard"]["perfect"]) == (0.0, 1.0)   # window without rows left out
+    assert quiet["reward_low_FN_rate"]["null"] == -2.0
+
+
+def test_combine_fixed_adds_raw_scores_over_series():
+    from toolchain.nab_score import combine_fixed, nab_of_alarms
+
+    a = nab_of_alarms(spikes(500) > 0, TIMES, WINDOW)
+    b = nab_of_alarms(np.zeros(ROWS, bool), TIMES, WINDOW)
+    assert combine_fixed([a, b])["standard"] == pytest.approx(50.0)
+    both = nab_score_verdicts({"a": (TIMES, spikes(500)), "b": (TIMES, np.zeros(ROWS))}, {"a": WINDOW, "b": WINDOW},
+                              probation=0)
+    assert both["standard"].score == pytest.approx(50.0)

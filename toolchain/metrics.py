@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .nab_score import nab_corpus_report, nab_score, nab_score_verdicts, nab_scores_all_profiles  # noqa: F401
+from .nab_score import (nab_corpus_report, nab_of_alarms, nab_score, nab_score_verdicts,  # noqa: F401
+                        nab_scores_all_profiles)
 
 METRIC_KEYS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc")
 
@@ -103,7 +104,10 @@ def window_detection(alarms: np.ndarray, times: np.ndarray, windows) -> dict:
       minus window start, so a window whose first rows were not scored (warm-up) still shows
       the time it really took;
     - a window holding no scored row cannot be detected: it counts in ``windows`` but not in
-      ``windows_scored``, and ``missed`` = scored windows not detected.
+      ``windows_scored``, and ``missed`` = scored windows not detected;
+    - ``nab`` holds NAB's scores of these alarms over the rows in time order (no probationary
+      period: these are the rows scored; scored windows only): ``{profile: {score, raw, null,
+      perfect}}``.
 
     ``per_window`` (in the order given) holds start, end, rows, detected, first_alarm (position
     into the given arrays), delay_rows, delay_seconds and alarms (all alarms inside)."""
@@ -139,4 +143,6 @@ def window_detection(alarms: np.ndarray, times: np.ndarray, windows) -> dict:
             "alarms_in_windows": in_windows,
             "repeat_alarms_in_windows": sum(w["alarms"] for w in per_window) - len(detected),
             "mean_delay_rows": mean("delay_rows"), "mean_delay_seconds": mean("delay_seconds"),
+            "nab": nab_of_alarms(sorted_alarms, sorted_times,
+                                 [(w["start"], w["end"]) for w in per_window if w["rows"]]),
             "per_window": per_window}

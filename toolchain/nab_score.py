@@ -147,13 +147,14 @@ def _span_rows(t: np.ndarray, start, end) -> tuple[int, int]:
     return first, first + last
 
 
-def _prepare(name: str, times, scores, windows) -> _File:
+def _prepare(name: str, times, scores, windows, probation: int | None) -> _File:
     """Sort one file's rows into probation, window and outside rows, with their NAB weights."""
     scores = np.asarray(scores, dtype=np.float64)
     t, spans_in = _numeric(times, windows, name)
     if t.ndim != 1 or t.shape != scores.shape:
         raise DataError(f"{name}: {t.size} times but {scores.size} scores; give one score per row, both 1-D")
-    rows, probation = len(t), probation_rows(len(t))
+    rows = len(t)
+    probation = probation_rows(rows) if probation is None else int(probation)
     spans = [_span_rows(t, a, b) for a, b in sorted(spans_in)]
     for (_, end), (start, _) in zip(spans, spans[1:]):
         if start <= end:
@@ -259,60 +260,78 @@ def _score(prepared: list[_File], windows_total: int, profile_name: str, thresho
     return NabResult(profile_name, float(score), float(raw), float(null), float(perfect), float(threshold), results)
 
 
-def _prepare_all(files: dict, windows: dict) -> tuple[list[_File], int]:
-    prepared = [_prepare(name, times, scores, windows.get(name, [])) for name, (times, scores) in files.items()]
+def _prepare_all(files: dict, windows: dict, probation: int | None) -> tuple[list[_File], int]:
+    prepared = [_prepare(name, times, scores, windows.get(name, []), probation)
+                for name, (times, scores) in files.items()]
     return prepared, sum(len(f.spans) for f in prepared)
 
 
-def nab_score(files: dict, windows: dict, profile: str = "standard", threshold: float | None = None) -> NabResult:
+def nab_score(files: dict, windows: dict, profile: str = "standard", threshold: float | None = None,
+              probation: int | None = None) -> NabResult:
     """NAB's score of one detector on a corpus.
 
     ``files`` maps a series name to ``(times, scores)``; ``windows`` maps the same names to lists
     of inclusive ``(start, end)`` spans in the unit of ``times`` (a name absent = no window).
     ``threshold`` None optimises it over the corpus for ``profile``; a number scores alarms
-    ``score >= threshold`` as given."""
-    prepared, total = _prepare_all(files, windows)
+    ``score >= threshold`` as given. ``probation`` overrides NAB's probationary rows per file
+    (0 when the rows given are already the scored part of a longer series)."""
+    prepared, total = _prepare_all(files, windows, probation)
     return _score(prepared, total, profile, threshold)
 
 
-def nab_scores_all_profiles(files: dict, windows: dict, threshold: float | None = None) -> dict:
+def nab_scores_all_profiles(files: dict, windows: dict, threshold: float | None = None,
+                            probation: int | None = None) -> dict:
     """``{profile: NabResult}`` for NAB's three profiles, each with its own optimised threshold
-    (or the one ``threshold`` given)."""
-    prepared, total = _prepare_all(files, windows)
+    (or the one ``threshold`` given); ``probation`` as for :func:`nab_score`."""
+    prepared, total = _prepare_all(files, windows, probation)
     return {name: _score(prepared, total, name, threshold) for name in PROFILES}
 
 
-def raw_by_threshold(files: dict, windows: dict, profile: str = "standard") -> tuple[np.ndarray, np.ndarray]:
+def raw_by_threshold(files: dict, windows: dict, profile: str = "standard",
+                     probation: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The corpus raw score at every distinct score value (alarms ``>=`` it), thresholds descending:
     the curve the threshold optimisation maximises."""
     if profile not in PROFILES:
         raise DataError(f"unknown NAB profile '{profile}'; choose one of {', '.join(PROFILES)}")
-    thresholds, totals, _ = _curve(_prepare_all(files, windows)[0], PROFILES[profile])
+    thresholds, totals, _ = _curve(_prepare_all(files, windows, probation)[0], PROFILES[profile])
     return thresholds, totals
 
 
 VERDICT_THRESHOLD = 0.5
 
 
-def nab_score_verdicts(files: dict, windows: dict) -> dict:
+def nab_score_verdicts(files: dict, windows: dict, probation: int | None = None) -> dict:
     """``{profile: NabResult}`` of fixed 0/1 verdicts (``files`` maps names to ``(times, verdicts)``):
     a 1 is an alarm; no threshold is optimised."""
     as_float = {name: (times, np.asarray(v, dtype=np.float64)) for name, (times, v) in files.items()}
-    return nab_scores_all_profiles(as_float, windows, threshold=VERDICT_THRESHOLD)
+    return nab_scores_all_profiles(as_float, windows, threshold=VERDICT_THRESHOLD, probation=probation)
 
 
-def nab_corpus_report(series: dict, windows: dict, verdicts: dict | None = None) -> dict:
+def nab_corpus_report(series: dict, windows: dict, verdicts: dict | None = None,
+                      probation: int | None = None) -> dict:
     """JSON-ready NAB figures of one detector on a corpus, for reports.
 
     ``series`` maps names to ``(times, unit_scores)`` (scores in [0, 1], higher = anomalous);
     ``windows`` as for :func:`nab_score`. Returns ``{profile: summary}`` with the optimised
     threshold, plus ``{"verdicts": {profile: summary}}`` when ``verdicts`` (name -> 0/1 array,
-    same rows as ``series``) is given."""
-    report = {name: r.summary() for name, r in nab_scores_all_profiles(series, windows).items()}
+    same rows as ``series``) is given. ``probation`` as for :func:`nab_score`."""
+    report = {name: r.summary() for name, r in nab_scores_all_profiles(series, windows, None, probation).items()}
     if verdicts is not None:
         fixed = {name: (series[name][0], v) for name, v in verdicts.items()}
-        report["verdicts"] = {name: r.summary() for name, r in nab_score_verdicts(fixed, windows).items()}
+        report["verdicts"] = {name: r.summary()
+                              for name, r in nab_score_verdicts(fixed, windows, probation).items()}
     return report
+
+
+def combine_fixed(parts: list) -> dict:
+    """Corpus NAB scores from per-series ``{profile: {"raw", "null", "perfect"}}`` figures of
+    *fixed* alarms (verdicts; raw scores then add up over files):
+    ``{profile: 100 * (sum raw - sum null) / (sum perfect - sum null)}``, NaN without windows."""
+    combined = {}
+    for profile in PROFILES:
+        raw, null, perfect = (sum(p[profile][k] for p in parts) for k in ("raw", "null", "perfect"))
+        combined[profile] = 100.0 * (raw - null) / (perfect - null) if perfect != null else float("nan")
+    return combined
 
 
 REFERENCE_DETECTORS = ("numenta", "windowedGaussian", "ARTime")
@@ -353,3 +372,15 @@ def reference_corpus(nab_root, detector: str) -> tuple[dict, dict]:
             raise DataError(f"{result}: {len(scores)} rows, but its series has {len(times)}")
         files[name] = (times, scores)
     return files, read_windows(root / "labels" / "combined_windows.json", names)
+
+
+def nab_of_alarms(alarms, times, windows) -> dict | None:
+    """NAB figures of fixed per-row ``alarms`` over the scored rows of one series, in the order
+    given: ``{profile: {"score", "raw", "null", "perfect"}}``. No probationary period (the rows
+    given are what a detector scored after its training rows); ``windows`` should be the ones
+    holding a given row. None when windows overlap, which NAB's labels never do."""
+    try:
+        results = nab_score_verdicts({"rows": (times, np.asarray(alarms, dtype=bool))}, {"rows": windows}, 0)
+    except DataError:
+        return None
+    return {p: {"score": r.score, "raw": r.raw, "null": r.null, "perfect": r.perfect} for p, r in results.items()}
