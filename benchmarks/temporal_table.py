@@ -2,7 +2,8 @@
 
     python benchmarks/temporal_table.py build/nab_machine_temperature_lstm build/ton_iot_weather_cnn_lstm_attn ...
 
-One headline row per bundle (float and int8 beside the best baseline), then each bundle's full
+One headline row per bundle (float and int8 beside the best baseline; with labelled windows,
+windows caught, false alarms and NAB's standard score of the test verdicts), then each bundle's full
 comparison (the detector and every baseline on the same test rows; latency from the build's
 own run-side benchmark). Every figure comes from the bundles; nothing is typed in by hand.
 """
@@ -18,6 +19,12 @@ def _fmt(value, spec=".4f"):
     return "-" if value is None or value != value else format(value, spec)
 
 
+def _quality(row: dict, windows: bool) -> str:
+    if not windows:
+        return f"F1 {row['f1']:.4f}"
+    return f"{row['windows']}, {row['false_alarms_per_1000']:.2f}/1000, NAB {_fmt(row.get('nab_standard'), '.1f')}"
+
+
 def headline(report: dict) -> str:
     rows = {r["scorer"]: r for r in report["compare"]}
     kind = report["recipe"]["detector"]["kind"]
@@ -25,8 +32,7 @@ def headline(report: dict) -> str:
     baselines = [r for r in report["compare"] if "(" not in r["scorer"] and "skipped" not in r]
     key = "roc_auc"
     best = max(baselines, key=lambda r: (-1 if r[key] != r[key] else r[key]))
-    quality = (lambda r: f"{r['windows']}, {r['false_alarms_per_1000']:.2f}/1000") if "windows" in i8 else \
-        (lambda r: f"F1 {r['f1']:.4f}")
+    quality = (lambda r: _quality(r, "windows" in i8))
     return (f"| `{report['recipe']['name']}` | {report['split']['method']} | {quality(fl)} | {quality(i8)} | "
             f"{_fmt(i8['roc_auc'])} | {best['scorer']}: {quality(best)}, AUC {_fmt(best['roc_auc'])} | "
             f"{i8['parameters']:,} | {i8['bytes']:,} | {i8['p50_us']:.0f} / {i8['p99_us']:.0f} |")
@@ -34,17 +40,18 @@ def headline(report: dict) -> str:
 
 def full(report: dict) -> list[str]:
     windows = any("windows" in r for r in report["compare"])
-    head = "| scorer | F1 | ROC-AUC | PR-AUC |" + (" windows | FA / 1000 | mean delay (rows) |" if windows else "")
+    head = "| scorer | F1 | ROC-AUC | PR-AUC |" + (" windows | FA / 1000 | mean delay (rows) | NAB std |"
+                                                 if windows else "")
     head += " params | bytes | p50 / p99 µs |"
     lines = [f"\n`{report['recipe']['name']}`\n", head, "|---" * (head.count("|") - 1) + "|"]
     for r in report["compare"]:
         if "skipped" in r:
             lines.append(f"| {r['scorer']} | skipped: {r['skipped']} |")
             continue
-        line = f"| {r['scorer']} | {_fmt(r['f1'])} | {_fmt(r['roc_auc'])} | {_fmt(r['pr_auc'])} |"
+        line = f"| {r['scorer']} | {_fmt(r.get('f1'))} | {_fmt(r.get('roc_auc'))} | {_fmt(r.get('pr_auc'))} |"
         if windows:
             line += f" {r.get('windows', '-')} | {_fmt(r.get('false_alarms_per_1000'), '.2f')} | " \
-                    f"{_fmt(r.get('mean_delay_rows'), '.0f')} |"
+                    f"{_fmt(r.get('mean_delay_rows'), '.0f')} | {_fmt(r.get('nab_standard'), '.1f')} |"
         line += f" {r.get('parameters', '-')} | {r.get('bytes', '-')} | "
         line += f"{r['p50_us']:.0f} / {r['p99_us']:.0f} |" if "p50_us" in r else "- |"
         lines.append(line)

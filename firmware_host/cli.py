@@ -87,7 +87,9 @@ def run(bundle, input_path, output_path, skip_self_test, batch_rows):
     """Score a CSV (or stdin) with a bundle's int8 model: one verdict per input row.
 
     Reads the bundle's feature columns by name, scales and quantizes them as the manifest
-    says, and writes `row,status,score,is_anomaly,class`; a temporal bundle's first
+    says, and writes `row,status,score,unit_score,is_anomaly,class`: score is the detector's
+    raw score (its own units), unit_score the adaptive anomaly level in [0, 1] that is_anomaly
+    follows (empty for a bundle without adaptive scoring); a temporal bundle's first
     window-1 rows get status `warming_up`. Refuses a bundle whose model hash
     does not match its manifest, or whose golden vectors this machine does not reproduce.
     """

@@ -106,22 +106,26 @@ def open_text(path: str) -> tuple[TextIO, str]:
         raise DataError(f"{path}: is a directory, expected a CSV file") from None
 
 
-VERDICT_HEADER = ["row", "status", "score", "is_anomaly", "class"]
+VERDICT_HEADER = ["row", "status", "score", "unit_score", "is_anomaly", "class"]
 
 
 def verdict_rows(first_row: int, verdicts, manifest: Manifest) -> list[list]:
-    """CSV rows (row id, status, score, 0/1, class name) for one batch of verdicts.
+    """CSV rows (row id, status, raw score, unit score, 0/1, class name) for one batch of verdicts.
 
     ``status`` is ``scored``, or ``warming_up`` for a temporal bundle's first window-1 rows,
-    which get an empty score and class instead of a guess."""
+    which get an empty score and class instead of a guess. ``score`` is the detector's raw score
+    (its own units); ``unit_score`` is the adaptive anomaly level in [0, 1], comparable across
+    bundles, empty for a bundle without adaptive scoring."""
     warming = verdicts.warming_up if verdicts.warming_up is not None else np.zeros(len(verdicts.scores), bool)
+    unit = verdicts.unit_score
     rows = []
     for i, (score, flag, cls, warm) in enumerate(zip(verdicts.scores, verdicts.is_anomaly, verdicts.predicted,
                                                     warming)):
         if warm:
-            rows.append([first_row + i, "warming_up", "", 0, ""])
+            rows.append([first_row + i, "warming_up", "", "", 0, ""])
         else:
-            rows.append([first_row + i, "scored", score_text(score), int(flag), manifest.classes[int(cls)]])
+            rows.append([first_row + i, "scored", score_text(score), "" if unit is None else unit_text(unit[i]),
+                         int(flag), manifest.classes[int(cls)]])
     return rows
 
 
@@ -130,6 +134,12 @@ def score_text(score: float) -> str:
     precision a RESULT frame carries, so a streamed file equals a local run's byte for byte."""
     with np.errstate(over="ignore"):
         return f"{float(np.float32(score)):.6g}"
+
+
+def unit_text(unit: float) -> str:
+    """A unit score (a multiple of 1/65535) with 6 decimals: distinct multiples stay distinct,
+    and ``round(value * 65535)`` gives back the uint16 the serial link carries."""
+    return f"{float(unit):.6f}"
 
 
 @contextlib.contextmanager

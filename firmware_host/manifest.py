@@ -68,6 +68,7 @@ class Manifest:
     threshold_float: float = 0.0
     window: int = 1                       # samples per model input; > 1 for temporal detectors
     score_params: dict = field(default_factory=dict)   # scoring.score's params (mode; hybrid a, b, norms)
+    adaptive: dict = field(default_factory=dict)       # adaptive.py's params; empty: the static threshold
     kernels: str = "builtin"              # the kernel set that computed the golden vectors and metrics
     one_hot: dict[str, list[str]] = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)

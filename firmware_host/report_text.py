@@ -25,6 +25,12 @@ def metrics_table(models: dict) -> list[str]:
     return lines
 
 
+def _nab(windows: dict) -> str:
+    """NAB's standard score of a model's test verdicts, where the build recorded it."""
+    nab = (windows.get("nab") or {}).get("standard")
+    return "" if nab is None or nab["score"] != nab["score"] else f"; NAB standard {nab['score']:.1f}"
+
+
 def manifest_lines(m: Manifest, interpreter_here: str) -> list[str]:
     q_in, q_out = m.input_quantization, m.output_quantization
     lines = [f"bundle      {m.name} (schema {m.schema_version}, built {m.created})",
@@ -58,7 +64,7 @@ def manifest_lines(m: Manifest, interpreter_here: str) -> list[str]:
         if w:
             delay = f", mean delay {w['mean_delay_rows']:.0f} rows" if w["detected"] else ""
             lines.append(f"  labelled windows, {name}: {w['detected']}/{w['windows_scored']} detected, "
-                         f"{w['false_alarms_per_1000']:.2f} false alarms per 1000 points{delay}")
+                         f"{w['false_alarms_per_1000']:.2f} false alarms per 1000 points{delay}{_nab(w)}")
     return lines
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import quant, scoring
+from . import adaptive, quant, scoring
 from .errors import BundleError, SelfTestError
 from .interpreter import Runtime, load_runtime
 from .manifest import GOLDEN_FILE, MODEL_FILE, Manifest, check_model_hash, load_manifest
@@ -145,7 +145,9 @@ class Stream:
 
     ``push`` takes quantized samples in arrival order and returns one verdict per sample;
     until the buffer holds ``window`` samples a sample's verdict is ``warming_up`` (score NaN,
-    not anomalous). A point-wise bundle has window 1 and never warms up. The device agent
+    unit score 0, not anomalous). A point-wise bundle has window 1 and never warms up. A bundle
+    with ``adaptive`` parameters also keeps the last raw scores (``adaptive.AdaptiveState``):
+    its verdicts come from the adaptive [0, 1] score, not the static threshold. The device agent
     keeps one of these per connection; ``tinyad run`` keeps one per input file.
     """
 
@@ -155,15 +157,29 @@ class Stream:
         self.width = len(detector.manifest.features)
         self.buffer = np.zeros((self.window, self.width), dtype=np.int8)
         self.filled = 0
+        params = detector.manifest.adaptive
+        self.adaptive = adaptive.AdaptiveState(params) if params else None
 
     def reset(self) -> None:
         self.filled = 0
+        if self.adaptive is not None:
+            self.adaptive.reset()
+
+    def _scored(self, windows: np.ndarray) -> scoring.Verdicts:
+        verdicts, outputs = self.detector.predict_prepared(windows)
+        if self.adaptive is None:
+            return verdicts
+        unit, flags = self.adaptive.push(verdicts.scores)
+        m = self.detector.manifest
+        outputs = quant.dequantize(outputs, m.output_quantization.scale, m.output_quantization.zero_point)
+        return scoring.flagged_verdicts(m.detector, verdicts.scores, flags, outputs, self.detector.normal_index,
+                                        m.score_params, unit)
 
     def push(self, inputs: np.ndarray) -> scoring.Verdicts:
         inputs = np.asarray(inputs, dtype=np.int8).reshape(-1, self.width)
         n = len(inputs)
         if self.window == 1:
-            verdicts, _ = self.detector.predict_prepared(inputs)
+            verdicts = self._scored(inputs)
             verdicts.warming_up = np.zeros(n, dtype=bool)
             return verdicts
         windows, positions = [], []
@@ -178,19 +194,25 @@ class Stream:
         flags = np.zeros(n, dtype=bool)
         predicted = np.full(n, self.detector.normal_index, dtype=np.int64)
         warming = np.ones(n, dtype=bool)
+        unit = np.zeros(n) if self.adaptive is not None else None
         if windows:
-            verdicts, _ = self.detector.predict_prepared(np.stack(windows))
+            verdicts = self._scored(np.stack(windows))
             scores[positions] = verdicts.scores
             flags[positions] = verdicts.is_anomaly
             predicted[positions] = verdicts.predicted
             warming[positions] = False
-        return scoring.Verdicts(scores=scores, is_anomaly=flags, predicted=predicted, warming_up=warming)
+            if unit is not None:
+                unit[positions] = verdicts.unit_score
+        return scoring.Verdicts(scores=scores, is_anomaly=flags, predicted=predicted, warming_up=warming,
+                                unit_score=unit)
 
 
 def replay_length(manifest: Manifest) -> int:
     """Samples of history that rebuild a ``Stream``'s state exactly: a host whose device restarted
-    replays this many of the last verdicted samples as warm-up (their answers discarded)."""
-    return max(int(manifest.window), 1) - 1
+    replays this many of the last verdicted samples as warm-up (their answers discarded). The ring
+    buffer needs window-1 of them; an adaptive bundle's scorer then needs ``adaptive.span`` raw scores."""
+    extra = adaptive.span(manifest.adaptive) if manifest.adaptive else 0
+    return max(int(manifest.window), 1) - 1 + extra
 
 
 def prepare_rows(manifest: Manifest, raw_rows: np.ndarray) -> np.ndarray:

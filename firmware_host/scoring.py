@@ -81,11 +81,20 @@ def score(detector: str, inputs: np.ndarray, outputs: np.ndarray, normal_index: 
 def decide(detector: str, scores: np.ndarray, outputs: np.ndarray, threshold: float,
            normal_index: int = 0, params: dict | None = None) -> Verdicts:
     """Apply the threshold. A classifier's class is its argmax among anomalous classes when flagged."""
-    flagged = scores > threshold
+    return flagged_verdicts(detector, scores, scores > threshold, outputs, normal_index, params)
+
+
+def flagged_verdicts(detector: str, scores: np.ndarray, flagged: np.ndarray, outputs: np.ndarray,
+                     normal_index: int = 0, params: dict | None = None, unit_score: np.ndarray | None = None
+                     ) -> Verdicts:
+    """Verdicts from rows already flagged (by the static threshold, or by the adaptive rule of
+    ``adaptive.py``, whose [0, 1] scores come along as ``unit_score``)."""
+    flagged = np.asarray(flagged, dtype=bool)
     if output_kind(detector, params) == "classifier":
         probs = np.asarray(outputs, np.float64).copy()
         probs[:, normal_index] = -np.inf
         predicted = np.where(flagged, np.argmax(probs, axis=1), normal_index)
     else:
         predicted = flagged.astype(np.int64)
-    return Verdicts(scores=np.asarray(scores, np.float64), is_anomaly=flagged, predicted=predicted)
+    return Verdicts(scores=np.asarray(scores, np.float64), is_anomaly=flagged, predicted=predicted,
+                    unit_score=unit_score)

@@ -193,3 +193,22 @@ def test_combine_fixed_adds_raw_scores_over_series():
     both = nab_score_verdicts({"a": (TIMES, spikes(500)), "b": (TIMES, np.zeros(ROWS))}, {"a": WINDOW, "b": WINDOW},
                               probation=0)
     assert both["standard"].score == pytest.approx(50.0)
+
+
+def test_summary_rows_show_nab_of_run_verdicts_and_the_corpus():
+    from toolchain.compare import nab_cell, nab_corpus_lines, series_nab
+    from toolchain.metrics import window_detection
+
+    caught = window_detection(spikes(500) > 0, TIMES, WINDOW)
+    missed = window_detection(np.zeros(ROWS, bool), TIMES, WINDOW)
+    report = {"verify": {"models": {"float": {"windows": caught}, "int8": {"windows": missed}},
+                         "adaptive": {"windows": {"int8": caught}}},
+              "baselines": {"isolation_forest": {"windows": missed}, "xgboost": {"skipped": "one class"}}}
+    row = series_nab(report)
+    assert nab_cell(row) == "100.0 / 100.0"            # int8's run verdicts are the adaptive ones
+    assert set(row["baseline_nab"]) == {"isolation_forest"}
+    lines = nab_corpus_lines([row, {**row, "int8_nab": missed["nab"]}, {"series": "x", "error": "gate failed"}])
+    assert lines[0] == "- tinyad float (2 series): NAB 100.0 / 100.0 / 100.0"
+    # reward low FN: raw 1 - 2 = -1, null -4, perfect 2 -> 100 * 3 / 6.
+    assert lines[1] == "- tinyad int8 (2 series): NAB 50.0 / 50.0 / 50.0"
+    assert lines[2] == "- isolation_forest (2 series): NAB 0.0 / 0.0 / 0.0"

@@ -64,7 +64,7 @@ def test_run_reads_stdin(built_bundle):
     result = CliRunner().invoke(main, ["run", str(built_bundle), "--input", "-"], input=text)
     assert result.exit_code == 0, result.output
     lines = [l for l in result.stdout.splitlines() if l]
-    assert lines[0] == "row,status,score,is_anomaly,class" and len(lines) == 2
+    assert lines[0] == "row,status,score,unit_score,is_anomaly,class" and len(lines) == 2
 
 
 def test_run_refuses_a_changed_model(bundle_copy, tmp_path):

@@ -30,7 +30,7 @@ from firmware_host.interpreter import load_runtime
 from . import baselines, metrics
 from . import features as feats
 from .bundle import check_destination, golden_vectors, write_bundle
-from .compare import comparison_rows, detector_latency
+from .compare import comparison_rows, detector_latency, nab_cell, nab_corpus_lines, series_nab
 from .plots import plot_report
 from .prepare import Prepared, prepare
 from .quantize import quantize, representative_rows
@@ -66,7 +66,7 @@ def select_features(prep: Prepared, recipe: Recipe, progress=None, sweep: bool =
     """Rank features with XGBoost gain, keep the top k, and sweep k (detector F1 on validation, int8 size)."""
     spec = recipe.features
     train_attack = prep.is_attack[prep.parts["train"]]
-    if not 0 < train_attack.sum() < len(train_attack):
+    if prep.split.get("method") == "probation" or not 0 < train_attack.sum() < len(train_attack):
         # Nothing to rank against (e.g. NAB: the training prefix is all normal): keep every feature.
         names = list(prep.dataset.features.columns)
         return {"ranking": [{"feature": n, "gain": None} for n in names], "selected": names, "top_k": 0,
@@ -264,6 +264,7 @@ def _manifest(recipe, prep, trained, quant_info, verify_report, work) -> mf.Mani
         classes=prep.class_names, normal_class=prep.class_names[0], sha256="", input_shape=in_shape,
         output_shape=out_shape, one_hot=one_hot, kernels=load_runtime().kernels, window=trained.window,
         score_params=trained.score_params,
+        adaptive=verify_report["adaptive"]["params"]["int8"] if "adaptive" in verify_report else {},
         metrics={"float": _headline(models["float"]), "int8": _headline(models["int8"]),
                  "keras": _headline(models["keras"]), "int8_vs_float": verify_report["int8_vs_float"]},
         size_bytes=quant_info["size_bytes"], weight_bytes=quant_info["weight_bytes"], recipe=recipe.to_dict(),
@@ -323,7 +324,9 @@ def build_each(recipe: Recipe, data_root: Path, out: Path, work: Path, progress=
             rows.append({"series": stem, "error": str(exc)})
     summary = {"recipe": recipe.to_dict(), "series": rows}
     _write_atomic(out / SUMMARY_JSON, json.dumps(summary, indent=2, default=float) + "\n")
-    _write_atomic(out / SUMMARY_MD, summary_markdown(rows) + "\n")
+    _write_atomic(out / SUMMARY_MD, summary_markdown(rows) + "\n\nAll series as one NAB corpus (run verdicts; "
+                  "standard / reward low FP / reward low FN):\n\n"
+                  + "\n".join(nab_corpus_lines(rows)) + "\n")
     return summary
 
 
@@ -343,21 +346,24 @@ def series_row(name: str, report: dict) -> dict:
     row["baselines"] = {name: {"windows": f"{b['windows']['detected']}/{b['windows']['windows']}",
                                "false_alarms_per_1000": b["windows"]["false_alarms_per_1000"]}
                         for name, b in report.get("baselines", {}).items() if "windows" in b}
+    row.update(series_nab(report))
     return row
 
 
 def summary_markdown(rows: list[dict]) -> str:
     head = ("| series | test rows | windows float | windows int8 | false alarms /1000 (int8) | "
-            "mean delay, rows (int8) | F1 float | F1 int8 | int8 B | gate | baselines: windows, false alarms /1000 |")
+            "mean delay, rows (int8) | NAB std float / int8 | F1 float | F1 int8 | int8 B | gate | "
+            "baselines: windows, false alarms /1000 |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['series']} | failed: {r['error'][:120]} |" + " |" * 9)
+            lines.append(f"| {r['series']} | failed: {r['error'][:120]} |" + " |" * 10)
             continue
         delay = r.get("int8_mean_delay_rows")
         lines.append(f"| {r['series']} | {r['test_rows']} | {r.get('float_windows', '-')} | "
                      f"{r.get('int8_windows', '-')} | {r.get('int8_false_alarms_per_1000', float('nan')):.2f} | "
-                     f"{'-' if delay is None else f'{delay:.0f}'} | {r['float_f1']:.3f} | {r['int8_f1']:.3f} | "
+                     f"{'-' if delay is None else f'{delay:.0f}'} | {nab_cell(r)} | {r['float_f1']:.3f} | "
+                     f"{r['int8_f1']:.3f} | "
                      f"{r['int8_bytes']} | {'pass' if r['passed'] else 'FAIL'} | {_baseline_cell(r)} |")
     return "\n".join(lines)
 

@@ -66,7 +66,7 @@ def prepare(recipe: Recipe, data_root: Path, split_method: str | None = None) ->
     method = split_method or recipe.split.method
     s = recipe.split
     parts = split_indices(dataset.classes, dataset.time, method, (s.train, s.validation, s.test), recipe.seed,
-                          dataset.normal_class, s.blocks)
+                          dataset.normal_class, s.blocks, s.probation, s.probation_cap)
     normal = dataset.normal_class
     if recipe.detector.kind in ("vae_dnn", "cnn_lstm_attn") and recipe.detector.classes == "multi":
         class_names = [normal] + sorted(c for c in set(dataset.classes.tolist()) if c != normal)

@@ -38,14 +38,17 @@ class DataSpec:
 
 @dataclass
 class SplitSpec:
-    method: str = "random"               # "random" (stratified), "time" (earlier rows train), "prefix"
-                                         # (train+validation from the normal rows before the first anomaly),
+    method: str = "random"               # "random" (stratified), "time" (earlier rows train), "probation"
+                                         # (label-free: train+validation from NAB's probationary period), "prefix"
+                                         # (label-peeking: the normal rows before the first anomaly),
                                          # or "blocks" (contiguous time blocks dealt to the parts)
     train: float = 0.6
     validation: float = 0.2
     test: float = 0.2
     also_report: list[str] = field(default_factory=list)   # other split methods measured in the report
     blocks: int = 20                     # "blocks": contiguous time blocks dealt to the parts
+    probation: float = 0.15              # "probation": share of the series in NAB's probationary period
+    probation_cap: int = 750             # "probation": at most this many rows (NAB: 15 % of 5,000); 0 = no cap
 
 
 @dataclass
@@ -107,6 +110,17 @@ class VerifySpec:
 
 
 @dataclass
+class AdaptiveSpec:
+    """Run-side adaptive scoring (``firmware_host/adaptive.py``); defaults are HTM's likelihood settings."""
+    enabled: bool = False                # false: verdicts from the static threshold, no unit score
+    history: int = 8640                  # rows of raw-score history the reference distribution spans
+    short: int = 10                      # rows averaged into the current level
+    min_history: int = 388               # rows of history before any unit score above 0
+    std_floor: float = 0.05              # least standard deviation of the reference, in level units
+    threshold: float = 0.5               # unit score at or above which a row is anomalous (q <= 1e-5)
+
+
+@dataclass
 class Recipe:
     name: str
     data: DataSpec
@@ -119,6 +133,7 @@ class Recipe:
     threshold: ThresholdSpec = field(default_factory=ThresholdSpec)
     quantize: QuantizeSpec = field(default_factory=QuantizeSpec)
     verify: VerifySpec = field(default_factory=VerifySpec)
+    adaptive: AdaptiveSpec = field(default_factory=AdaptiveSpec)
     path: str = ""
 
     def to_dict(self) -> dict:
@@ -127,8 +142,8 @@ class Recipe:
 
 _SECTIONS = {"data": DataSpec, "split": SplitSpec, "features": FeatureSpec, "preprocess": PreprocessSpec,
              "detector": DetectorSpec, "threshold": ThresholdSpec, "quantize": QuantizeSpec,
-             "verify": VerifySpec}
-_CHOICES = {("split", "method"): ("random", "time", "prefix", "blocks"),
+             "verify": VerifySpec, "adaptive": AdaptiveSpec}
+_CHOICES = {("split", "method"): ("random", "time", "probation", "prefix", "blocks"),
             ("detector", "kind"): ("ae", "vae_dnn", "lstm", "ae_lstm", "cnn_lstm_attn"),
             ("detector", "mode"): ("auto", "classifier", "forecaster"), ("verify", "gate"): ("f1", "windows"),
             ("detector", "classes"): ("binary", "multi"), ("detector", "train_on"): ("normal", "all"),
@@ -168,14 +183,16 @@ def parse_recipe(data: dict, path: Path) -> Recipe:
     s = recipe.split
     if recipe.detector.kind in TEMPORAL and s.method == "random":
         raise RecipeError(f"{path}: detector {recipe.detector.kind!r} reads windows of consecutive rows; use "
-                          "[split] method = \"time\", \"prefix\" or \"blocks\", not \"random\"")
+                          "[split] method = \"time\", \"probation\", \"prefix\" or \"blocks\", not \"random\"")
     if recipe.detector.kind in TEMPORAL and recipe.detector.window < 2:
         raise RecipeError(f"{path}: [detector] window must be at least 2 for {recipe.detector.kind!r}")
-    if s.method == "prefix":
-        # The test part is every row from the first anomaly on; train : validation splits the rest.
+    if s.method in ("prefix", "probation"):
+        # The test part is every row after the learning rows; train : validation splits those.
         if min(s.train, s.validation) <= 0 or s.test != 0:
-            raise RecipeError(f"{path}: [split] method \"prefix\" takes positive train and validation shares "
-                              "of the rows before the first anomaly, and test = 0 (the test part is the rest)")
+            raise RecipeError(f"{path}: [split] method \"{s.method}\" takes positive train and validation "
+                              "shares of its learning rows, and test = 0 (the test part is the rest)")
+        if s.method == "probation" and not 0 < s.probation < 1:
+            raise RecipeError(f"{path}: [split] probation = {s.probation} must be a share between 0 and 1")
     elif min(s.train, s.validation, s.test) <= 0 or abs(s.train + s.validation + s.test - 1.0) > 1e-6:
         raise RecipeError(f"{path}: [split] train/validation/test must be positive and sum to 1")
     return recipe

@@ -12,11 +12,16 @@ PARTS = ("train", "validation", "test")
 
 
 def split_indices(classes: np.ndarray, time: np.ndarray | None, method: str, fractions: tuple[float, float, float],
-                  seed: int, normal: str | None = None, blocks: int = 20) -> dict[str, np.ndarray]:
+                  seed: int, normal: str | None = None, blocks: int = 20, probation: float = 0.15,
+                  probation_cap: int = 750) -> dict[str, np.ndarray]:
     """Row indices per part. ``random`` stratifies by class; ``time`` puts earlier rows in train;
-    ``prefix`` trains and validates on the normal rows before the first anomaly and tests on the rest;
-    ``blocks`` cuts the time-ordered rows into contiguous blocks and deals whole blocks to the parts."""
+    ``probation`` (label-free) trains and validates on the first rows of the series, NAB's probationary
+    period, and tests on the rest; ``prefix`` (label-peeking) trains and validates on the normal rows
+    before the first anomaly and tests on the rest; ``blocks`` cuts the time-ordered rows into
+    contiguous blocks and deals whole blocks to the parts."""
     n = len(classes)
+    if method == "probation":
+        return probation_split(n, time, fractions, probation, probation_cap)
     if method == "prefix":
         return _prefix_split(classes, time, fractions, normal)
     if method == "blocks":
@@ -38,6 +43,27 @@ def split_indices(classes: np.ndarray, time: np.ndarray | None, method: str, fra
     rest_strat = classes[rest] if stratify is not None else None
     val, test = train_test_split(rest, train_size=n_val, random_state=seed, stratify=rest_strat)
     return {"train": np.sort(train), "validation": np.sort(val), "test": np.sort(test)}
+
+
+def probation_rows(n: int, share: float = 0.15, cap: int = 750) -> int:
+    """Rows in NAB's probationary period of an ``n``-row series: ``floor(share * n)``, at most ``cap``
+    (NAB v1.1's ``getProbationPeriod``: 15 % of the file, at most 15 % of 5,000 rows); cap 0 = none."""
+    rows = int(np.floor(share * n))
+    return min(rows, int(cap)) if cap else rows
+
+
+def probation_split(n: int, time: np.ndarray | None, fractions, share: float, cap: int) -> dict:
+    """Label-free: train and validate on the probationary period (the series' first rows, split
+    train : validation in the recipe's proportions, in time order); test on every row after it.
+    No label is read, so a series with no labelled anomaly splits like any other."""
+    order = np.argsort(np.asarray(time, dtype=np.float64), kind="stable") if time is not None else np.arange(n)
+    head = probation_rows(n, share, cap)
+    n_train = int(round(head * fractions[0] / (fractions[0] + fractions[1])))
+    if n_train < 2 or head - n_train < 2 or head >= n:
+        raise RecipeError(f"split method 'probation': the probationary period of this {n}-row series holds "
+                          f"{head} rows, too few to train and validate on (raise [split] probation)")
+    return {"train": np.sort(order[:n_train]), "validation": np.sort(order[n_train:head]),
+            "test": np.sort(order[head:])}
 
 
 def _prefix_split(classes: np.ndarray, time: np.ndarray | None, fractions, normal: str | None) -> dict:

@@ -103,6 +103,8 @@ def _train_temporal(prep: Prepared, features: list[str], recipe: Recipe, spec, p
     window = spec.window
     attack_train = prep.is_attack[prep.parts["train"]]
     attack_val = prep.is_attack[prep.parts["validation"]]
+    if prep.split.get("method") == "probation":   # label-free: the learning rows count as normal, unread
+        attack_train, attack_val = np.zeros_like(attack_train), np.zeros_like(attack_val)
     mode = cnn_mode(spec, attack_train) if spec.kind == "cnn_lstm_attn" else "forecaster"
     train_raw = prep.raw("train", features)
     scaler = fit_scaler(train_raw if mode == "classifier" else train_raw[~attack_train],

@@ -11,7 +11,7 @@ from firmware_host.errors import QuantizationError, RecipeError
 from firmware_host.interpreter import load_runtime
 from firmware_host.runner import TFLiteModel, model_scores
 
-from . import metrics
+from . import adaptive_fit, metrics
 from .prepare import Prepared
 from .recipe import Recipe
 from .train import TrainResult, calibrate_threshold, keras_scores, model_inputs, part_truth
@@ -59,10 +59,11 @@ def verify(prep: Prepared, trained: TrainResult, float_path: Path, int8_path: Pa
     keras_test, keras_out = keras_scores(recipe, trained.model, x_test, params)
     report["models"]["keras"], _ = _evaluate("keras", keras_test, keras_out, trained.threshold_float, test_attack,
                                              test_class, prep.class_names, kind, params)
-    verdicts = {}
+    verdicts, val_by_model = {}, {}
     for name, path in (("float", float_path), ("int8", int8_path)):
         model = TFLiteModel(path, runtime)
         val_scores, _, _, _ = model_scores(model, x_val, kind, 0, params)
+        val_by_model[name] = val_scores
         test_scores, test_out, _, _ = model_scores(model, x_test, kind, 0, params)
         threshold = trained.threshold_float if name == "float" else \
             calibrate_threshold(recipe.threshold, val_attack, val_scores)
@@ -81,7 +82,10 @@ def verify(prep: Prepared, trained: TrainResult, float_path: Path, int8_path: Pa
     report["f1_drop"] = report["models"]["float"]["f1"] - report["models"]["int8"]["f1"]
     report["max_f1_drop"] = recipe.verify.max_f1_drop
     report["gate"] = recipe.verify.gate
-    if recipe.verify.gate == "windows":
+    if recipe.adaptive.enabled:
+        report["adaptive"] = _adaptive_report(prep, recipe, pos_test, val_by_model, scores)
+        report["passed"] = report["adaptive"]["passed"]
+    elif recipe.verify.gate == "windows":
         found = {name: report["models"][name].get("windows", {}).get("detected") for name in ("float", "int8")}
         if found["float"] is None:
             raise RecipeError("[verify] gate = \"windows\" needs a data set with labelled windows (NAB)")
@@ -93,6 +97,25 @@ def verify(prep: Prepared, trained: TrainResult, float_path: Path, int8_path: Pa
     scores["is_attack"] = test_attack
     scores["positions"] = pos_test
     return report, scores
+
+
+def _adaptive_report(prep: Prepared, recipe: Recipe, pos_test: np.ndarray, validation: dict, scores: dict) -> dict:
+    """Adaptive unit scores of float and int8 on the test rows: params, agreement, windows, and
+    the gate (verdict agreement at least ``min_agreement``; with labelled windows, int8 detects as
+    many as float). Adds the unit scores to ``scores``."""
+    compared = adaptive_fit.compare(recipe.adaptive, validation, scores)
+    entry = {"params": compared["params"], **compared["agreement"]}
+    passed = entry["verdict_agreement"] >= entry["min_agreement"]
+    for name in ("float", "int8"):
+        scores[f"unit_{name}"] = compared["unit"][name]
+        scores[f"flags_{name}"] = compared["flags"][name]
+        found = window_detection(prep, "test", pos_test, compared["flags"][name])
+        if found is not None:
+            entry.setdefault("windows", {})[name] = {k: v for k, v in found.items() if k != "per_window"}
+    if "windows" in entry:
+        passed = passed and entry["windows"]["int8"]["detected"] >= entry["windows"]["float"]["detected"]
+    entry["passed"] = bool(passed)
+    return entry
 
 
 def window_detection(prep: Prepared, part: str, positions: np.ndarray, alarms: np.ndarray) -> dict | None:
@@ -107,6 +130,14 @@ def window_detection(prep: Prepared, part: str, positions: np.ndarray, alarms: n
 def check_gate(report: dict) -> None:
     """Raise when int8 F1 fell more than the recipe allows below float F1 (or, with the windows
     gate, when int8 detects fewer labelled windows than float)."""
+    if not report["passed"] and "adaptive" in report:
+        a = report["adaptive"]
+        windows = a.get("windows")
+        found = (f"; labelled windows detected: int8 {windows['int8']['detected']}, float "
+                 f"{windows['float']['detected']}") if windows else ""
+        raise QuantizationError(f"verify gate failed: int8 and float adaptive verdicts agree on "
+                                f"{100 * a['verdict_agreement']:.2f} % of test rows (needed "
+                                f"{100 * a['min_agreement']:.2f} %){found}")
     if not report["passed"] and report.get("gate") == "windows":
         f, q = (report["models"][m]["windows"]["detected"] for m in ("float", "int8"))
         raise QuantizationError(f"verify gate failed: int8 detects {q} labelled windows, float {f}")

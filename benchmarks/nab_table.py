@@ -1,0 +1,167 @@
+"""One NAB table: published detectors, our classical baselines and built tinyad bundles, all
+scored by our NAB scorer (toolchain/nab_score.py) on the NAB series they cover.
+
+    python benchmarks/nab_table.py [BUILD_FOLDER ...] [--nab ../shared/data/nab] [--data-root ../shared/data]
+
+Rows:
+- ``numenta``, ``windowedGaussian``, ``ARTime``: the published scores in ``nab/reference/``;
+- ``ours: windowed_gaussian`` / ``ours: isolation_forest``: toolchain/baselines.py on each series'
+  value, fitted label-free on NAB's probationary period (first 15 %, at most 750 rows; train :
+  validation 80 : 20), verdicts at the 99th percentile of validation scores;
+- ``tinyad <folder>``: every bundle under a build folder (one per series), run over its whole
+  series through ``firmware_host.runner`` (int8), scored on ``unit_score`` (the [0, 1] adaptive
+  level) when the bundle has one, else on its raw score.
+
+Columns: NAB's three profiles with the threshold optimised over the corpus (NAB's convention),
+then the same profiles for the fixed 0/1 verdicts (what a deployed detector reports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from toolchain.nab_score import (PROFILES, REFERENCE_DETECTORS, nab_score_verdicts, nab_scores_all_profiles,
+                                 probation_rows, read_windows, reference_corpus)
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+TRAIN_SHARE = 0.8          # of the probationary rows; the rest chooses the verdict threshold
+PERCENTILE = 99.0
+
+
+def _series(nab: Path) -> dict:
+    """``{name: (times, values)}`` of every series under ``nab/data`` (name = path under data/)."""
+    import pandas as pd
+
+    series = {}
+    for path in sorted((nab / "data").rglob("*.csv")):
+        frame = pd.read_csv(path)
+        series[path.relative_to(nab / "data").as_posix()] = (
+            pd.to_datetime(frame["timestamp"]).to_numpy("datetime64[ns]"), frame["value"].to_numpy(np.float64))
+    return series
+
+
+def baseline_runs(values: np.ndarray, seed: int = 0) -> dict:
+    """``{baseline: (scores per row, verdicts per row)}`` of one series, fitted on its probationary rows."""
+    from toolchain.baselines import isolation_forest_scores, windowed_gaussian_scores
+    from toolchain.recipe import ThresholdSpec
+
+    probation = probation_rows(len(values))
+    cut = int(TRAIN_SHARE * probation)
+    train = values[:cut].reshape(-1, 1)
+    x = (values.reshape(-1, 1) - train.mean()) / max(float(train.std()), 1e-9)
+    spec, quiet = ThresholdSpec("percentile", PERCENTILE), np.zeros(probation - cut, dtype=bool)
+    runs = {}
+    for result in (windowed_gaussian_scores(x[:cut], None, x[cut:probation], quiet, x, threshold=spec),
+                   isolation_forest_scores(x[:cut], None, x[cut:probation], quiet, x, seed=seed, threshold=spec)):
+        runs[f"ours: {result.name}"] = (result.test_scores, result.alarms)
+    return runs
+
+
+def _bundle_series(bundle: Path, data_root: Path) -> Path:
+    report = json.loads((bundle / "report.json").read_text())
+    for candidate in (*map(Path, report["data"]["sources"]), data_root / report["recipe"]["data"]["path"]):
+        if candidate.is_file():
+            return candidate.resolve()
+    raise FileNotFoundError(f"{bundle}: its series {report['data']['sources']} is not here")
+
+
+def bundle_run(bundle: Path, data_root: Path) -> tuple[str, Path, np.ndarray, np.ndarray, str]:
+    """Run one bundle over its whole series: (series name under data/, NAB folder, scores, verdicts,
+    which score column was used)."""
+    import pandas as pd
+
+    from firmware_host.runner import Detector
+
+    path = _bundle_series(bundle, data_root)
+    data = next(p for p in path.parents if p.name == "data")
+    with Detector(bundle) as detector:
+        raw = pd.read_csv(path)[detector.manifest.features].to_numpy(np.float64)
+        verdicts = detector.stream().push(detector.prepare(raw))
+    column = "unit_score" if verdicts.unit_score is not None else "score"
+    scores = verdicts.unit_score if verdicts.unit_score is not None else verdicts.scores
+    return path.relative_to(data).as_posix(), data.parent, scores, verdicts.is_anomaly, column
+
+
+def _row(name: str, files: dict, windows: dict, verdicts: dict | None = None, note: str = "") -> dict:
+    row = {"scorer": name, "series": len(files), "note": note,
+           "optimised": {p: r.score for p, r in nab_scores_all_profiles(files, windows).items()}}
+    if verdicts is not None:
+        fixed = {n: (files[n][0], v) for n, v in verdicts.items()}
+        row["verdicts"] = {p: r.score for p, r in nab_score_verdicts(fixed, windows).items()}
+    return row
+
+
+def bundle_rows(folder: Path, data_root: Path, series: dict) -> list[dict]:
+    """One row per folder of bundles (a per-series build's output), scored on the series it covers."""
+    groups = {}
+    for manifest in sorted(folder.rglob("manifest.json")):
+        groups.setdefault(manifest.parent.parent, []).append(manifest.parent)
+    rows = []
+    for group, bundles in groups.items():
+        files, verdicts, windows, columns = {}, {}, {}, set()
+        for bundle in bundles:
+            name, nab, scores, flags, column = bundle_run(bundle, data_root)
+            times = series[name][0] if name in series else _series(nab)[name][0]
+            files[name], verdicts[name] = (times, scores), flags
+            windows.update(read_windows(nab / "labels" / "combined_windows.json", [name]))
+            columns.add(column)
+        label = group.relative_to(folder.parent) if group != folder.parent else group.name
+        rows.append(_row(f"tinyad {label} (int8)", files, windows, verdicts, "scored on " + "/".join(sorted(columns))))
+    return rows
+
+
+def table(nab: Path, data_root: Path, folders: list[Path], progress=None) -> list[dict]:
+    """Every row of the table, as data."""
+    say = progress or (lambda message: None)
+    rows = []
+    for detector in REFERENCE_DETECTORS:
+        files, windows = reference_corpus(nab, detector)
+        rows.append(_row(detector, files, windows, note="published scores (NAB results/)"))
+    series = _series(nab)
+    windows = read_windows(nab / "labels" / "combined_windows.json", list(series))
+    runs = {}
+    for name, (_, values) in series.items():
+        say(f"baselines on {name}")
+        for scorer, run in baseline_runs(values).items():
+            runs.setdefault(scorer, {})[name] = run
+    for scorer, per_series in runs.items():
+        files = {n: (series[n][0], scores) for n, (scores, _) in per_series.items()}
+        rows.append(_row(scorer, files, windows, {n: flags for n, (_, flags) in per_series.items()},
+                         "label-free, fitted on the probationary rows"))
+    for folder in folders:
+        say(f"bundles under {folder}")
+        rows.extend(bundle_rows(folder, data_root, series))
+    return rows
+
+
+def lines(rows: list[dict]) -> list[str]:
+    fmt = lambda v: "-" if v is None or v != v else f"{v:.1f}"
+    short = " / ".join(("standard", "low FP", "low FN"))
+    out = [f"| scorer | series | NAB {short} (optimised threshold) | verdicts: {short} | note |",
+           "|---|---|---|---|---|"]
+    for r in rows:
+        best = " / ".join(fmt(r["optimised"][p]) for p in PROFILES)
+        fixed = " / ".join(fmt(r["verdicts"][p]) for p in PROFILES) if "verdicts" in r else "-"
+        out.append(f"| {r['scorer']} | {r['series']} | {best} | {fixed} | {r['note']} |")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("build", nargs="*", type=Path, help="folders holding built bundles (per-series builds)")
+    parser.add_argument("--nab", type=Path, default=SHARED / "nab")
+    parser.add_argument("--data-root", type=Path, default=SHARED)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    rows = table(args.nab, args.data_root, args.build, progress=lambda m: print(f"... {m}", flush=True))
+    print("\n".join(lines(rows)))
+    print(f"\n({time.perf_counter() - started:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()
