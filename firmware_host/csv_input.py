@@ -1,7 +1,8 @@
 """Read raw feature rows from a CSV (file or stdin) by the manifest's feature names; write verdicts.
 
 Plain ``csv`` and numpy, no pandas: this runs on the device too. Extra columns are
-ignored; one-hot features (``Protocol_UDP``) are derived from their source column.
+ignored; one-hot features (``Protocol_UDP``) are derived from their source column. Every
+row and cell obeys the rules of ``values``, which the build side's loaders share.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from .errors import DataError
 from .manifest import Manifest
+from .values import CellError, category_cell, located, parse_cell, records
 
 
 class FeatureReader:
@@ -27,14 +29,17 @@ class FeatureReader:
         self.source = source
         header = [h.strip().lstrip("\ufeff") for h in header]
         position = {name: i for i, name in enumerate(header)}
-        self.columns = []   # per feature: (column index, None) or (column index, one-hot value)
+        # Per feature: (column index, None, None) for a number, or (column index, one-hot value,
+        # the source column's build-time categories; None for a bundle that predates them).
+        self.columns = []
         missing = []
         for name in manifest.features:
             if name in position:
-                self.columns.append((position[name], None))
+                self.columns.append((position[name], None, None))
             elif name in manifest.one_hot and manifest.one_hot[name][0] in position:
                 column, value = manifest.one_hot[name]
-                self.columns.append((position[column], value))
+                known = manifest.categories.get(column)
+                self.columns.append((position[column], value, None if known is None else frozenset(known)))
             else:
                 missing.append(name if name not in manifest.one_hot else f"{name} (from {manifest.one_hot[name][0]})")
         if missing:
@@ -43,19 +48,17 @@ class FeatureReader:
         self.header = header
 
     def parse(self, cells: list[str], line: int) -> np.ndarray:
+        """One row of exactly ``len(header)`` cells -> its feature values (NaN where missing)."""
         row = np.empty(len(self.columns), dtype=np.float64)
-        for j, (index, one_hot) in enumerate(self.columns):
-            cell = cells[index].strip() if index < len(cells) else ""
-            if one_hot is not None:
-                row[j] = 1.0 if cell == one_hot else 0.0
-            elif cell == "" or cell.lower() in ("nan", "na"):
-                row[j] = math.nan    # imputed by the scaler, as in training
-            else:
-                try:
-                    row[j] = float(cell)
-                except ValueError:
-                    raise DataError(f"{self.source} line {line}, column '{self.header[index]}': "
-                                    f"{cell!r} is not a number") from None
+        for j, (index, one_hot, known) in enumerate(self.columns):
+            try:
+                if one_hot is None:
+                    row[j] = parse_cell(cells[index])
+                else:
+                    text = category_cell(cells[index], known)
+                    row[j] = math.nan if text is None else float(text == one_hot)
+            except CellError as error:
+                raise located(self.source, line, self.header[index], error) from None
         return row
 
 
@@ -70,23 +73,17 @@ def read_batches(stream: TextIO, manifest: Manifest, source: str, batch_rows: in
         raise DataError(f"{source}: empty input (expected a CSV header with {', '.join(manifest.features)})") from None
     except csv.Error as exc:
         raise DataError(f"{source} line 1: not valid CSV ({exc})") from None
-    return _batches(reader, FeatureReader(header, manifest, source), source, batch_rows)
+    features = FeatureReader(header, manifest, source)
+    return _batches(records(reader, features.header, source), features, batch_rows)
 
 
-def _batches(reader, features: FeatureReader, source: str, batch_rows: int) -> Iterator[np.ndarray]:
+def _batches(rows, features: FeatureReader, batch_rows: int) -> Iterator[np.ndarray]:
     batch = []
-    line = 1
-    try:
-        for cells in reader:
-            line += 1
-            if not cells:
-                continue
-            batch.append(features.parse(cells, line))
-            if len(batch) >= batch_rows:
-                yield np.vstack(batch)
-                batch = []
-    except csv.Error as exc:
-        raise DataError(f"{source} line {line + 1}: not valid CSV ({exc})") from None
+    for line, cells in rows:
+        batch.append(features.parse(cells, line))
+        if len(batch) >= batch_rows:
+            yield np.vstack(batch)
+            batch = []
     if batch:
         yield np.vstack(batch)
 

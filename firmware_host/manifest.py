@@ -71,6 +71,7 @@ class Manifest:
     adaptive: dict = field(default_factory=dict)       # adaptive.py's params; empty: the static threshold
     kernels: str = "builtin"              # the kernel set that computed the golden vectors and metrics
     one_hot: dict[str, list[str]] = field(default_factory=dict)
+    categories: dict[str, list[str]] = field(default_factory=dict)  # one-hot source column -> values seen in build
     metrics: dict = field(default_factory=dict)
     size_bytes: dict = field(default_factory=dict)
     weight_bytes: dict = field(default_factory=dict)

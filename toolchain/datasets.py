@@ -7,6 +7,7 @@ one-line ``DataError`` naming the file, and where it applies the line and column
 
 from __future__ import annotations
 
+import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from firmware_host.errors import DataError
+from firmware_host.values import (CellError, category_cell, is_missing, located, parse_cell, parse_column,
+                                  records)
 
 if TYPE_CHECKING:  # pandas is imported where a loader needs it
     import pandas as pd
@@ -53,6 +56,7 @@ class Dataset:
     citation: str = ""
     one_hot: dict = field(default_factory=dict)  # feature name -> (source column, value) for derived 0/1 columns
     windows: list | None = None          # labelled anomaly windows [(start, end)] in ``time`` units (NAB), inclusive
+    categories: dict = field(default_factory=dict)  # one-hot source column -> its known values (tuple)
 
     def subset(self, rows: np.ndarray) -> "Dataset":
         """The same data set restricted to ``rows`` (positions), re-indexed from 0. Labelled
@@ -60,7 +64,7 @@ class Dataset:
         pick = lambda frame: None if frame is None else frame.iloc[rows].reset_index(drop=True)
         return Dataset(self.name, pick(self.features), self.classes[rows], self.normal_class,
                        None if self.time is None else self.time[rows], pick(self.identifiers), self.sources,
-                       self.citation, self.one_hot, self.windows)
+                       self.citation, self.one_hot, self.windows, self.categories)
 
 
 def resolve_data_root(explicit: str | os.PathLike | None = None, *, search_defaults: bool = True) -> Path:
@@ -86,23 +90,44 @@ def resolve_data_root(explicit: str | os.PathLike | None = None, *, search_defau
 
 # -- reading and validating ----------------------------------------------------------------------
 
-def _read_csv(path: Path, loader: str, **kwargs):
+def _read_csv(path: Path, loader: str, header: bool = True):
+    """The file as a frame of string cells, indexed by the line each row starts on in the file.
+
+    Rows follow ``firmware_host.values.records``, as ``tinyad run`` reads them: exactly as many
+    cells as the header (or, without a header, the first row), blank lines skipped."""
     import pandas as pd
+
+    from firmware_host.csv_input import open_text
 
     if not path.is_file():
         raise DataError(f"{path}: no such file; get it from {SOURCES.get(loader, SOURCES['csv'])}")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file")
+    stream, source = open_text(str(path))
     try:
-        frame = pd.read_csv(path, encoding="utf-8-sig", low_memory=False, **kwargs)
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: empty file") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, EOFError, OSError) as exc:
+        with stream:
+            reader = csv.reader(stream)
+            first = next((cells for cells in reader if cells), None)
+            if first is None:
+                raise DataError(f"{path}: empty file")
+            if header:
+                names, rows, lines, against = [c.strip() for c in first], [], [], "the header"
+            else:   # columns are named by number; the first row is data
+                names, against = [str(i + 1) for i in range(len(first))], "the first row"
+                rows, lines = [first], [reader.line_num]
+            for line, cells in records(reader, names, source, against):
+                rows.append(cells)
+                lines.append(line)
+    except (UnicodeDecodeError, EOFError, OSError) as exc:
         raise DataError(f"{path}: not a readable CSV ({str(exc).splitlines()[0][:200]})") from None
-    frame.columns = [str(c).strip() for c in frame.columns]
-    if len(frame) == 0:
+    except csv.Error as exc:
+        raise DataError(f"{path} line 1: not valid CSV ({exc})") from None
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DataError(f"{path}: column(s) {', '.join(repeated)} appear more than once in the header")
+    if not rows:
         raise DataError(f"{path}: has a header but no data rows")
-    return frame
+    return pd.DataFrame(np.array(rows, dtype=object), columns=names, index=np.array(lines), dtype=object)
 
 
 def _require(frame, path: Path, column: str) -> None:
@@ -110,36 +135,65 @@ def _require(frame, path: Path, column: str) -> None:
         raise DataError(f"{path}: label column '{column}' is missing; columns are: {', '.join(frame.columns)}")
 
 
-def _numeric(frame, path: Path, columns, header_lines: int = 1):
-    """The columns as float64; the first non-numeric cell is an error naming its line and column."""
+def _numeric(frame, path: Path, columns):
+    """The columns as float64 by ``firmware_host.values.parse_cell``; the first refused cell is an
+    error naming its line and column."""
     import pandas as pd
 
     out = {}
     for column in columns:
-        raw = frame[column]
-        values = pd.to_numeric(raw, errors="coerce")
-        present = raw.notna() & (raw.astype(str).str.strip() != "")
-        bad = np.flatnonzero(present.to_numpy() & values.isna().to_numpy())
-        if bad.size:
-            row = int(bad[0])
-            raise DataError(f"{path} line {row + 1 + header_lines}, column '{column}': "
-                            f"{str(raw.iloc[row]).strip()!r} is not a number")
-        if values.isna().all():
+        try:
+            values = parse_column(frame[column].to_numpy())
+        except CellError as error:
+            raise located(str(path), int(frame.index[error.position]), column, error) from None
+        if np.isnan(values).all():
             raise DataError(f"{path}: column '{column}' is empty in every row")
-        out[column] = values.astype(np.float64).to_numpy()
+        out[column] = values
     return pd.DataFrame(out, index=frame.index, columns=list(columns))
 
 
-def _with_one_hot(frame, features, encode: dict, one_hot: dict):
-    """``features`` plus 0/1 columns ``<column>_<value>`` for each column -> categories in ``encode``."""
+def _known_categories(frame, column) -> list[str]:
+    """The distinct stripped values of a text column, missing tokens left out, sorted."""
+    return sorted({cell.strip() for cell in frame[column].to_numpy() if not is_missing(cell)})
+
+
+def _is_categorical(frame, column) -> bool:
+    """A text column to one-hot encode: over half its cells are text (neither a number, boolean
+    text nor missing) and it holds at most 20 distinct values."""
+    def is_text(cell: str) -> bool:
+        try:
+            parse_cell(cell)
+        except CellError:
+            return True
+        return False
+
+    cells = frame[column].to_numpy()
+    return sum(map(is_text, cells)) > 0.5 * len(cells) and len(_known_categories(frame, column)) <= 20
+
+
+def _with_one_hot(frame, path: Path, features, encode: dict, dataset_one_hot: dict, categories: dict):
+    """``features`` plus 0/1 columns ``<column>_<value>`` for each column -> known values in ``encode``.
+
+    A missing cell gives NaN in each of its column's one-hot features (the scaler imputes it);
+    a value outside the known ones is an error naming its line and column, as in ``tinyad run``."""
     import pandas as pd
 
     extra = {}
-    for column, categories in encode.items():
-        cleaned = frame[column].astype(str).str.strip()
-        for value in categories:
-            extra[f"{column}_{value}"] = (cleaned == value).astype(np.float64).to_numpy()
-            one_hot[f"{column}_{value}"] = (column, value)
+    for column, known in encode.items():
+        allowed = frozenset(known)
+        texts = np.empty(len(frame), dtype=object)
+        for i, cell in enumerate(frame[column].to_numpy()):
+            try:
+                texts[i] = category_cell(cell, allowed)
+            except CellError as error:
+                raise located(str(path), int(frame.index[i]), column, error) from None
+        missing = np.equal(texts, None)
+        for value in known:
+            hot = (texts == value).astype(np.float64)
+            hot[missing] = np.nan
+            extra[f"{column}_{value}"] = hot
+            dataset_one_hot[f"{column}_{value}"] = (column, value)
+        categories[column] = tuple(known)
     return pd.concat([features, pd.DataFrame(extra, index=features.index)], axis=1) if extra else features
 
 
@@ -159,19 +213,20 @@ def _load_sdn(path: Path, exclude, **_) -> Dataset:
     numeric_columns = [c for c in frame.columns
                        if c not in SDN_IDENTIFIERS + ("label", "Protocol") and c not in exclude]
     features = _numeric(frame, path, numeric_columns)
-    one_hot = {}
+    one_hot, categories = {}, {}
     if "Protocol" in frame.columns and "Protocol" not in exclude:
-        features = _with_one_hot(frame, features, {"Protocol": SDN_PROTOCOLS}, one_hot)
+        features = _with_one_hot(frame, path, features, {"Protocol": SDN_PROTOCOLS}, one_hot, categories)
     identifiers = None
     present = [c for c in SDN_IDENTIFIERS if c in frame.columns]
     if present:
         import pandas as pd
         identifiers = pd.DataFrame({c: (pd.to_numeric(frame[c], errors="coerce") if c in ("dt", "switch")
                                         else frame[c].astype("category").cat.codes).astype(np.float64)
-                                    for c in present})
+                                    for c in present}).reset_index(drop=True)
     time = identifiers["dt"].to_numpy() if identifiers is not None and "dt" in identifiers else None
     return Dataset("sdn_ddos", features.reset_index(drop=True), np.where(labels == 1, "attack", "benign"),
-                   "benign", time, identifiers, [str(path)], SOURCES["sdn_ddos"], one_hot)
+                   "benign", time, identifiers, [str(path)], SOURCES["sdn_ddos"], one_hot,
+                   categories=categories)
 
 
 def _load_nbaiot(paths: list[Path], exclude, **_) -> Dataset:
@@ -206,20 +261,13 @@ def _load_ton_iot(path: Path, exclude, target=None, **_) -> Dataset:
                            format="%d-%b-%y %H:%M:%S", errors="coerce")
     if stamp.isna().any():
         row = int(np.flatnonzero(stamp.isna().to_numpy())[0])
-        raise DataError(f"{path} line {row + 2}, columns 'date'/'time': "
+        raise DataError(f"{path} line {frame.index[row]}, columns 'date'/'time': "
                         f"{frame['date'].iloc[row]!r} {frame['time'].iloc[row]!r} is not a date and time")
     device = [c for c in frame.columns if c not in ("date", "time", "label", "type") and c not in exclude]
-    numeric, one_hot = [], {}
-    categorical = []
-    for column in device:
-        converted = pd.to_numeric(frame[column], errors="coerce")
-        text = frame[column].astype(str).str.strip()
-        if converted.isna().mean() > 0.5 and text.nunique() <= 20:
-            categorical.append(column)
-        else:
-            numeric.append(column)
-    features = _with_one_hot(frame, _numeric(frame, path, numeric),
-                             {c: sorted(frame[c].astype(str).str.strip().unique()) for c in categorical}, one_hot)
+    categorical = [c for c in device if _is_categorical(frame, c)]
+    one_hot, categories = {}, {}
+    features = _with_one_hot(frame, path, _numeric(frame, path, [c for c in device if c not in categorical]),
+                             {c: _known_categories(frame, c) for c in categorical}, one_hot, categories)
     if target == "label":
         labels = _numeric(frame, path, ["label"])["label"].to_numpy()
         classes = np.where(labels == 1, "attack", "normal")
@@ -227,25 +275,24 @@ def _load_ton_iot(path: Path, exclude, target=None, **_) -> Dataset:
         classes = frame["type"].astype(str).str.strip().to_numpy()
     time = _seconds(stamp)
     return Dataset("ton_iot", features.reset_index(drop=True), classes, "normal", time, None, [str(path)],
-                   SOURCES["ton_iot"], one_hot)
+                   SOURCES["ton_iot"], one_hot, categories=categories)
 
 
 def _load_nsl_kdd(path: Path, exclude, target=None, **_) -> Dataset:
-    frame = _read_csv(path, "nsl_kdd", header=None)
+    frame = _read_csv(path, "nsl_kdd", header=False)
     if frame.shape[1] not in (42, 43):
         raise DataError(f"{path}: expected 43 columns (41 features, attack, difficulty), found {frame.shape[1]}")
     frame = frame.iloc[:, :42]
     frame.columns = list(NSL_KDD_COLUMNS) + ["attack"]
     categorical = ("protocol_type", "service", "flag")
-    features = _numeric(frame, path, [c for c in NSL_KDD_COLUMNS if c not in categorical and c not in exclude],
-                        header_lines=0)
-    one_hot = {}
-    features = _with_one_hot(frame, features, {c: sorted(frame[c].astype(str).str.strip().unique())
-                                               for c in categorical if c not in exclude}, one_hot)
+    features = _numeric(frame, path, [c for c in NSL_KDD_COLUMNS if c not in categorical and c not in exclude])
+    one_hot, categories = {}, {}
+    features = _with_one_hot(frame, path, features, {c: _known_categories(frame, c)
+                                                     for c in categorical if c not in exclude}, one_hot, categories)
     attack = frame["attack"].astype(str).str.strip().to_numpy()
     classes = attack if target == "attack" else np.where(attack == "normal", "normal", "attack")
     return Dataset("nsl_kdd", features.reset_index(drop=True), classes, "normal", None, None, [str(path)],
-                   SOURCES["nsl_kdd"], one_hot)
+                   SOURCES["nsl_kdd"], one_hot, categories=categories)
 
 
 def _load_csv(path: Path, exclude, label=None, normal=None, time_column=None, **_) -> Dataset:
@@ -272,7 +319,7 @@ def _load_csv(path: Path, exclude, label=None, normal=None, time_column=None, **
             stamps = pd.to_datetime(frame[time_column], errors="coerce")
             if stamps.isna().any():
                 row = int(np.flatnonzero(stamps.isna().to_numpy())[0])
-                raise DataError(f"{path} line {row + 2}, column '{time_column}': "
+                raise DataError(f"{path} line {frame.index[row]}, column '{time_column}': "
                                 f"{str(frame[time_column].iloc[row]).strip()!r} is neither a number nor a date")
             values = _seconds(stamps)
         time = np.asarray(values, dtype=np.float64)
@@ -335,11 +382,12 @@ def _load_nab(path: Path, exclude, **_) -> Dataset:
     for column in ("timestamp", "value"):
         if column not in frame.columns:
             raise DataError(f"{path}: column '{column}' is missing; NAB series have 'timestamp,value'")
-    time = _parse_stamps(frame["timestamp"], path, lambda i: f"line {i + 2}, column 'timestamp'")
+    time = _parse_stamps(frame["timestamp"], path, lambda i: f"line {frame.index[i]}, column 'timestamp'")
     features = _numeric(frame, path, ["value"])
     if features["value"].isna().any():
         row = int(np.flatnonzero(features["value"].isna().to_numpy())[0])
-        raise DataError(f"{path} line {row + 2}, column 'value': empty")
+        raise DataError(f"{path} line {frame.index[row]}, column 'value': "
+                        f"{frame['value'].iloc[row].strip()!r} is missing; a NAB series needs a value in every row")
     windows = nab_windows(path)
     inside = np.zeros(len(time), dtype=bool)
     for start, end in windows:

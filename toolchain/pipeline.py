@@ -256,6 +256,7 @@ def _manifest(recipe, prep, trained, quant_info, verify_report, work) -> mf.Mani
 
     (in_s, in_z), (out_s, out_z), in_shape, out_shape = io_quantization((work / mf.MODEL_FILE).read_bytes())
     one_hot = {name: list(prep.dataset.one_hot[name]) for name in trained.features if name in prep.dataset.one_hot}
+    categories = {column: list(prep.dataset.categories[column]) for column in sorted({c for c, _ in one_hot.values()})}
     models = verify_report["models"]
     return mf.Manifest(
         name=recipe.name, detector=recipe.detector.kind, features=trained.features, scaler=trained.scaler,
@@ -263,7 +264,7 @@ def _manifest(recipe, prep, trained, quant_info, verify_report, work) -> mf.Mani
         threshold=verify_report["threshold_int8"], threshold_float=verify_report["threshold_float"],
         classes=prep.class_names, normal_class=prep.class_names[0], sha256="", input_shape=in_shape,
         output_shape=out_shape, one_hot=one_hot, kernels=load_runtime().kernels, window=trained.window,
-        score_params=trained.score_params,
+        score_params=trained.score_params, categories=categories,
         adaptive=verify_report["adaptive"]["params"]["int8"] if "adaptive" in verify_report else {},
         metrics={"float": _headline(models["float"]), "int8": _headline(models["int8"]),
                  "keras": _headline(models["keras"]), "int8_vs_float": verify_report["int8_vs_float"]},
