@@ -202,7 +202,7 @@ def test_the_gate_refuses_int8_that_disagrees_with_float_on_the_unit_score(label
     """The verify stage again on the same two models, with the adaptive threshold moved into the
     bulk of the unit scores: there the small int8-float differences flip verdicts, and the build
     must refuse what it would serve."""
-    from toolchain.cli import main
+    from firmware_host.cli import main
 
     _, _, work, report, folder = label_free
     unit = np.load(work / "test_scores.npz")["unit_int8"]
