@@ -8,9 +8,10 @@ Rows:
 - ``ours: windowed_gaussian`` / ``ours: isolation_forest``: toolchain/baselines.py on each series'
   value, fitted label-free on NAB's probationary period (first 15 %, at most 750 rows; train :
   validation 80 : 20), verdicts at the 99th percentile of validation scores;
-- ``tinyad <folder>``: every bundle under a build folder (one per series), run over its whole
-  series through ``firmware_host.runner`` (int8), scored on ``unit_score`` (the [0, 1] adaptive
-  level) when the bundle has one, else on its raw score.
+- ``tinyad <folder> (int8)``: every bundle under a build folder (one per series), run over its
+  whole series through ``firmware_host.runner``, scored on ``unit_score`` (the [0, 1] adaptive
+  level) when the bundle has one, else on its raw score; ``(float)``: the bundle's float model on
+  the same rows, with float's own threshold or adaptive parameters from the build report.
 
 Columns: NAB's three profiles with the threshold optimised over the corpus (NAB's convention),
 then the same profiles for the fixed 0/1 verdicts (what a deployed detector reports).
@@ -70,21 +71,56 @@ def _bundle_series(bundle: Path, data_root: Path) -> Path:
     raise FileNotFoundError(f"{bundle}: its series {report['data']['sources']} is not here")
 
 
-def bundle_run(bundle: Path, data_root: Path) -> tuple[str, Path, np.ndarray, np.ndarray, str]:
-    """Run one bundle over its whole series: (series name under data/, NAB folder, scores, verdicts,
-    which score column was used)."""
+def _int8_run(bundle: Path, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """The bundle as ``tinyad run`` serves it: (scores, verdicts, which score column)."""
+    from firmware_host.runner import Detector
+
+    with Detector(bundle) as detector:
+        verdicts = detector.stream().push(detector.prepare(raw))
+    if verdicts.unit_score is not None:
+        return verdicts.unit_score, verdicts.is_anomaly, "unit_score"
+    return verdicts.scores, verdicts.is_anomaly, "score"
+
+
+def _float_run(bundle: Path, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """The bundle's float model over the same rows, with float's own threshold or adaptive
+    parameters from the build report: (scores, verdicts, which score column)."""
+    from firmware_host import adaptive, scoring
+    from firmware_host.interpreter import load_runtime
+    from firmware_host.manifest import FLOAT_MODEL_FILE, load_manifest
+    from firmware_host.preprocess import scale_rows
+    from firmware_host.runner import TFLiteModel, model_scores
+    from toolchain.windows import part_windows
+
+    m = load_manifest(bundle)
+    normal = m.classes.index(m.normal_class)
+    x, positions = part_windows(scale_rows(raw, m.scaler), m.window)
+    raw_scores, outputs, _, _ = model_scores(TFLiteModel(bundle / FLOAT_MODEL_FILE, load_runtime()), x, m.detector,
+                                             normal, m.score_params)
+    params = json.loads((bundle / "report.json").read_text())["verify"].get("adaptive", {}).get("params", {})
+    scores, flags = np.full(len(raw), np.nan), np.zeros(len(raw), dtype=bool)
+    if params.get("float"):
+        scores[:] = 0.0
+        scores[positions], flags[positions] = adaptive.unit_scores(raw_scores, params["float"])
+        return scores, flags, "unit_score"
+    scores[positions] = raw_scores
+    flags[positions] = scoring.decide(m.detector, raw_scores, outputs, m.threshold_float, normal,
+                                      m.score_params).is_anomaly
+    return scores, flags, "score"
+
+
+def bundle_run(bundle: Path, data_root: Path) -> tuple[str, Path, dict]:
+    """Run one bundle over its whole series: (series name under data/, NAB folder,
+    ``{"int8" | "float": (scores, verdicts, score column)}``)."""
     import pandas as pd
 
-    from firmware_host.runner import Detector
+    from firmware_host.manifest import load_manifest
 
     path = _bundle_series(bundle, data_root)
     data = next(p for p in path.parents if p.name == "data")
-    with Detector(bundle) as detector:
-        raw = pd.read_csv(path)[detector.manifest.features].to_numpy(np.float64)
-        verdicts = detector.stream().push(detector.prepare(raw))
-    column = "unit_score" if verdicts.unit_score is not None else "score"
-    scores = verdicts.unit_score if verdicts.unit_score is not None else verdicts.scores
-    return path.relative_to(data).as_posix(), data.parent, scores, verdicts.is_anomaly, column
+    raw = pd.read_csv(path)[load_manifest(bundle).features].to_numpy(np.float64)
+    runs = {"int8": _int8_run(bundle, raw), "float": _float_run(bundle, raw)}
+    return path.relative_to(data).as_posix(), data.parent, runs
 
 
 def _row(name: str, files: dict, windows: dict, verdicts: dict | None = None, note: str = "") -> dict:
@@ -97,21 +133,26 @@ def _row(name: str, files: dict, windows: dict, verdicts: dict | None = None, no
 
 
 def bundle_rows(folder: Path, data_root: Path, series: dict) -> list[dict]:
-    """One row per folder of bundles (a per-series build's output), scored on the series it covers."""
+    """Two rows (int8, float) per folder of bundles (a per-series build's output), scored on the
+    series it covers."""
     groups = {}
     for manifest in sorted(folder.rglob("manifest.json")):
         groups.setdefault(manifest.parent.parent, []).append(manifest.parent)
     rows = []
     for group, bundles in groups.items():
-        files, verdicts, windows, columns = {}, {}, {}, set()
+        per_model = {m: ({}, {}, set()) for m in ("int8", "float")}
+        windows = {}
         for bundle in bundles:
-            name, nab, scores, flags, column = bundle_run(bundle, data_root)
+            name, nab, runs = bundle_run(bundle, data_root)
             times = series[name][0] if name in series else _series(nab)[name][0]
-            files[name], verdicts[name] = (times, scores), flags
             windows.update(read_windows(nab / "labels" / "combined_windows.json", [name]))
-            columns.add(column)
-        label = group.relative_to(folder.parent) if group != folder.parent else group.name
-        rows.append(_row(f"tinyad {label} (int8)", files, windows, verdicts, "scored on " + "/".join(sorted(columns))))
+            for model, (scores, flags, column) in runs.items():
+                files, verdicts, columns = per_model[model]
+                files[name], verdicts[name] = (times, scores), flags
+                columns.add(column)
+        for model, (files, verdicts, columns) in per_model.items():
+            rows.append(_row(f"tinyad {group.name} ({model})", files, windows, verdicts,
+                             "scored on " + "/".join(sorted(columns))))
     return rows
 
 
