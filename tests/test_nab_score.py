@@ -212,3 +212,13 @@ def test_summary_rows_show_nab_of_run_verdicts_and_the_corpus():
     # reward low FN: raw 1 - 2 = -1, null -4, perfect 2 -> 100 * 3 / 6.
     assert lines[1] == "- tinyad int8 (2 series): NAB 50.0 / 50.0 / 50.0"
     assert lines[2] == "- isolation_forest (2 series): NAB 0.0 / 0.0 / 0.0"
+
+
+def test_null_is_the_detector_that_never_alarms_even_when_windows_fill_the_rows():
+    from toolchain.metrics import window_detection
+
+    # A test part that is mostly window (a labelled failure at the end of a series): a constant
+    # detector alarming everywhere would earn +1 here, but NAB's null is the silent detector.
+    nab = window_detection(spikes(0) > 0, TIMES, [(0.0, 899.0)])["nab"]["standard"]
+    assert (nab["null"], nab["perfect"], nab["raw"]) == (-1.0, 1.0, pytest.approx(1.0))
+    assert nab["score"] == pytest.approx(100.0)

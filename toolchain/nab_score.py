@@ -16,8 +16,8 @@ Units and rules:
 - An alarm outside every window costs ``A_FP * S(d)`` with ``d = (row - end_row) / (width - 1)``
   of the window before it (a late detection costs little), or ``-A_FP`` before any window.
 - The corpus raw score is the sum over files. It is normalised as
-  ``100 * (raw - null) / (perfect - null)``: *null* is the best a constant detector reaches
-  (in practice ``-A_FN`` per scorable window), *perfect* is ``A_TP`` per labelled window.
+  ``100 * (raw - null) / (perfect - null)``: *null* is the detector that never alarms
+  (``-A_FN`` per scorable window), *perfect* is ``A_TP`` per labelled window.
 - The threshold is chosen once per profile for the whole corpus, maximising the summed raw score
   over every distinct score value (an exhaustive search; the highest threshold wins ties).
 """
@@ -240,11 +240,8 @@ def _file_result(f: _File, profile: Profile, threshold: float) -> FileResult:
 
 
 def _null_raw(files: list[_File], profile: Profile) -> float:
-    """The best raw score of a constant detector: alarm nowhere, or (rarely better) everywhere."""
-    quiet = -profile.fn * sum(len(f.windows) for f in files)
-    everywhere = sum(profile.fp * float(f.fp_weight.sum()) + sum(profile.tp * w[0] for _, w in f.windows)
-                     for f in files)
-    return max(quiet, everywhere)
+    """The raw score of NAB's null detector (no alarm at all): -A_FN per scorable window."""
+    return -profile.fn * sum(len(f.windows) for f in files)
 
 
 def _score(prepared: list[_File], windows_total: int, profile_name: str, threshold: float | None) -> NabResult:
