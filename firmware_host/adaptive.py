@@ -2,27 +2,38 @@
 
 The idea is HTM's anomaly likelihood (Ahmad et al. 2017, "Unsupervised real-time anomaly
 detection for streaming data", Neurocomputing 262): how improbable is the *recent* average of
-the raw score under the distribution of raw-score averages over a *longer* recent past? A raw
-score that is large but usual for this series (a noisy stretch) scores low; a jump against
-the recent past scores high, and the reference moves with the series, so the threshold adapts
-to drift in level and noise. This module is our own formulation:
+a raw score under the distribution of its averages over a *longer* recent past? A raw score
+that is large but usual for this series (a noisy stretch) scores low; a jump against the recent
+past scores high, and the reference moves with the series, so the threshold adapts to drift in
+level and noise. This module is our own formulation, over up to three raw scores per row
+(channels): the model's (e.g. the LSTM's forecast error), and two that a temporal bundle's int8
+window gives exactly in integers: the step from the previous sample (the error of a "no change"
+forecast) and the distance of the current sample from the mean of the W-1 before it:
 
-1. level: each raw score becomes ``sqrt(raw / reference)`` (an error in units of the typical
-   validation error), clipped to ``[0, LEVEL_MAX]`` and stored as an integer of
+1. level: each raw score becomes ``sqrt((raw - offset) / reference)`` (an error in units of its
+   mean on the validation rows), clipped to ``[0, LEVEL_MAX]`` and stored as an integer of
    ``1 / LEVEL_STEPS`` units, so every sum below is exact integer arithmetic;
 2. short mean: the mean level of the last ``short`` rows;
 3. reference distribution: mean and standard deviation of the short means that ended in the
    ``history`` rows before the current short window began (floored at ``std_floor``);
 4. tail: ``q = P(N(0, 1) > z)``, z the current short mean's standard score, and the unit score
    ``log(q + 1e-10) / log(1e-10)``, HTM's log scaling (0.5 is q = 1e-5, 1.0 is q <= 1e-10),
-   rounded to a multiple of 1/65535 (the serial link sends it as uint16);
-5. verdict: ``unit_score >= threshold``.
+   rounded to a multiple of 1/65535 (the serial link sends it as uint16); the row takes the
+   highest of its channels' scores;
+5. range check (HTM's NAB detector's "spatial anomaly"): a current sample that lies beyond the
+   range of the previous ``history`` samples by more than ``spatial_tolerance`` of that range
+   (any feature, int8 input values) scores 1.0; 0 turns it off;
+6. onset: a row keeps its score only if it is above every score of the ``quiet`` rows before
+   it, else it scores 0 (an anomaly is reported when it starts or grows, not on every row it
+   lasts: a long episode is one alarm, not hundreds); 0 turns it off;
+7. verdict: ``unit_score >= threshold``.
 
-Until ``min_history`` short means precede the current one (the first
-``min_history + 2 * short - 2`` rows) the unit score is 0: the scorer is still learning.
+Until ``min_history`` short means (and samples) precede a row, steps 4 and 5 give it 0: the
+scorer is still learning (the first ``min_history + 2 * short - 2`` rows).
 
-The state is the ordered list of the last ``span(params)`` levels, nothing else: every score is
-recomputed from it with exact integer sums, so replaying those rows rebuilds it bit for bit.
+The state is the ordered list of the last ``span(params)`` levels and input samples, nothing
+else: every score is recomputed from it with exact integer arithmetic, so replaying those rows
+rebuilds it bit for bit.
 """
 
 from __future__ import annotations
@@ -36,10 +47,12 @@ LEVEL_STEPS = 4096            # levels are integers of 1/LEVEL_STEPS: exact sums
 LEVEL_MAX = 16.0              # a level (error in typical-error units) is clipped here
 _LOG_FLOOR = math.log(1e-10)  # HTM's log scaling: q = 1e-10 maps to 1.0
 
-# Documented defaults (HTM's anomaly-likelihood settings, rows of a 5-minute series):
-# history 8640 (30 days), averaging window 10, learning period 288 + 100 estimation samples.
-DEFAULTS = {"history": 8640, "short": 10, "min_history": 388, "std_floor": 0.05, "threshold": 0.5,
-            "reference": 1.0}
+# Defaults: HTM's anomaly-likelihood history (8640 rows, 30 days of 5-minute samples), learning
+# period (288 + 100 estimation rows) and the NAB detector's spatial tolerance (0.05); short,
+# std_floor and quiet were chosen on the NAB corpus (README, "Adaptive scoring").
+DEFAULTS = {"history": 8640, "short": 1, "min_history": 388, "std_floor": 0.05, "threshold": 0.5,
+            "reference": 1.0, "offset": 0.0, "change_reference": 0.0, "context_reference": 0.0,
+            "spatial_tolerance": 0.05, "quiet": 20}
 
 
 def params_with_defaults(params: dict) -> dict:
@@ -55,19 +68,38 @@ def params_with_defaults(params: dict) -> dict:
 
 
 def span(params: dict) -> int:
-    """Raw scores the state holds: with the next row they make its short window, the short window
-    before it and the ``history`` short means that end there (``history + 2*short - 2``)."""
+    """Rows the state holds: with the next row they make its short window, the short window before
+    it, the ``history`` short means that end there, and as much again for each of the ``quiet``
+    rows before it (``history + 2*short - 2 + quiet``)."""
     p = params_with_defaults(params)
-    return int(p["history"]) + 2 * int(p["short"]) - 2
+    return int(p["history"]) + 2 * int(p["short"]) - 2 + int(p["quiet"])
 
 
-def levels(raw_scores: np.ndarray, params: dict) -> np.ndarray:
-    """Raw scores -> int64 levels (``sqrt(raw / reference)`` in 1/LEVEL_STEPS units, clipped);
-    NaN or infinite scores count as the top level."""
+def levels(raw_scores: np.ndarray, reference: float, offset: float = 0.0) -> np.ndarray:
+    """Raw scores -> int64 levels (``sqrt((raw - offset) / reference)`` in 1/LEVEL_STEPS units,
+    clipped to [0, LEVEL_MAX]); NaN or infinite scores count as the top level. ``offset`` is 0
+    for squared errors and the validation minimum for a score that can be negative (``ae_lstm``)."""
     raw = np.asarray(raw_scores, dtype=np.float64)
-    ratio = np.sqrt(np.maximum(raw, 0.0) / float(params_with_defaults(params)["reference"]))
+    ratio = np.sqrt(np.maximum(raw - float(offset), 0.0) / float(reference))
     ratio = np.where(np.isfinite(ratio), np.minimum(ratio, LEVEL_MAX), LEVEL_MAX)
     return np.rint(ratio * LEVEL_STEPS).astype(np.int64)
+
+
+def change_scores(windows: np.ndarray) -> np.ndarray:
+    """Per int8 window (rows, W, features): the mean square step from the previous sample to the
+    current one (int8 units squared), the error of a "no change" forecast, exact in integers."""
+    w = np.asarray(windows, np.int64)
+    step = w[:, -1] - w[:, -2]
+    return np.mean(step * step, axis=1).astype(np.float64)
+
+
+def context_scores(windows: np.ndarray) -> np.ndarray:
+    """Per int8 window: the mean square distance of the current sample from the mean of the W-1
+    samples before it (int8 units squared), from integer sums, so it does not depend on order."""
+    w = np.asarray(windows, np.int64)
+    past = w.shape[1] - 1
+    gap = past * w[:, -1] - w[:, :-1].sum(axis=1)                  # past * (current - mean), exact
+    return np.mean(gap * gap, axis=1).astype(np.float64) / float(past * past)
 
 
 def _elementwise(function, values: np.ndarray) -> np.ndarray:
@@ -115,29 +147,97 @@ def _scores_at(seq: np.ndarray, ends: np.ndarray, p: dict) -> np.ndarray:
     return unit
 
 
-class AdaptiveState:
-    """The adaptive scorer of one stream: ``push(raw_scores)`` -> (unit scores, verdicts).
+def _sliding_max(x: np.ndarray, width: int) -> np.ndarray:
+    """Max over every ``width`` consecutive rows of ``x`` (rows, features): row i covers
+    ``x[i:i+width]``. Block prefix/suffix maxima (van Herk / Gil-Werman), O(rows), exact."""
+    rows, features = x.shape
+    blocks = -(-rows // width)
+    padded = np.concatenate((x, np.full((blocks * width - rows, features), x.min(initial=0), x.dtype)))
+    padded = padded.reshape(blocks, width, features)
+    prefix = np.maximum.accumulate(padded, axis=1).reshape(-1, features)
+    suffix = np.maximum.accumulate(padded[:, ::-1], axis=1)[:, ::-1].reshape(-1, features)
+    start = np.arange(rows - width + 1)
+    return np.maximum(suffix[start], prefix[start + width - 1])
 
-    Holds the last ``span(params)`` levels in arrival order and nothing else."""
+
+def _out_of_range(values: np.ndarray, ends: np.ndarray, p: dict) -> np.ndarray:
+    """Per row at ``ends``: its sample lies beyond the range of the ``history`` samples before it
+    by more than ``spatial_tolerance`` of that range (and at least ``min_history`` precede it)."""
+    history = int(p["history"])
+    x = values.astype(np.int32)
+    nothing = np.full((history, x.shape[1]), -(1 << 20), np.int32)       # never the max of a window
+    lo = -_sliding_max(np.concatenate((nothing, -x)), history)[ends]    # window of row j: j-history .. j-1
+    hi = _sliding_max(np.concatenate((nothing, x)), history)[ends]
+    spread = (hi - lo).astype(np.float64) * float(p["spatial_tolerance"])
+    current = x[ends]
+    beyond = ((current > hi + spread) | (current < lo - spread)) & (hi > lo)
+    return beyond.any(axis=1) & (np.minimum(ends, history) >= int(p["min_history"]))
+
+
+CHANNELS = {"change_reference": change_scores, "context_reference": context_scores}
+
+
+class AdaptiveState:
+    """The adaptive scorer of one stream: ``push(raw_scores, windows)`` -> (unit scores, verdicts).
+
+    Holds, for the last ``span(params)`` rows in arrival order, the levels of each channel (the
+    model's raw score, the step from the previous sample, the distance from the window's mean)
+    and each row's int8 sample; nothing else."""
 
     def __init__(self, params: dict):
         self.params = params_with_defaults(params)
         self.span = span(self.params)
-        self.history = np.zeros(0, dtype=np.int64)
+        self.reset()
 
     def reset(self) -> None:
-        self.history = np.zeros(0, dtype=np.int64)
+        self.levels = {}
+        self.samples = None
 
-    def push(self, raw_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Unit scores (float64 multiples of 1/65535) and verdicts of these raw scores, in order."""
-        new = levels(raw_scores, self.params)
-        seq = np.concatenate((self.history, new))
-        ends = np.arange(len(self.history), len(seq))
-        unit = _scores_at(seq, ends, self.params) if len(new) else np.zeros(0)
-        self.history = seq[-self.span:]
-        return unit, unit >= float(self.params["threshold"])
+    def _channel(self, name: str, new_levels: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        seq = np.concatenate((self.levels.get(name, np.zeros(0, np.int64)), new_levels))
+        self.levels[name] = seq[-self.span:]
+        return _scores_at(seq, ends, self.params)
+
+    def push(self, raw_scores: np.ndarray, windows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Unit scores (float64 multiples of 1/65535) and verdicts of these rows, in order.
+
+        ``windows`` are the rows' int8 model inputs: (rows, W, features) for a temporal bundle,
+        whose samples feed the step and context channels and the range check, or (rows, features)
+        (range check only). None scores the model's raw score alone."""
+        p = self.params
+        n = len(np.asarray(raw_scores))
+        if not n:
+            return np.zeros(0), np.zeros(0, dtype=bool)
+        held = len(self.levels.get("model", ()))
+        first = max(held - int(p["quiet"]), 0)                   # the quiet rows before the new ones too
+        ends = np.arange(first, held + n)
+        unit = self._channel("model", levels(raw_scores, p["reference"], p["offset"]), ends)
+        temporal = windows is not None and np.ndim(windows) == 3 and np.shape(windows)[1] >= 2
+        for key, scores in CHANNELS.items():
+            if temporal and float(p[key]) > 0:
+                unit = np.maximum(unit, self._channel(key, levels(scores(windows), p[key]), ends))
+        if windows is not None:
+            own = np.asarray(windows, dtype=np.int8)
+            own = own[:, -1] if temporal else own.reshape(n, -1)
+            kept = self.samples if self.samples is not None else np.zeros((0, own.shape[1]), np.int8)
+            values = np.concatenate((kept, own))
+            if float(p["spatial_tolerance"]) > 0:
+                unit[_out_of_range(values, ends, p)] = 1.0
+            self.samples = values[-self.span:]
+        unit = _onset(unit, int(p["quiet"]))[held - first:]     # the new rows only
+        return unit, unit >= float(p["threshold"])
 
 
-def unit_scores(raw_scores: np.ndarray, params: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Unit scores and verdicts of a whole series of raw scores, as a fresh stream gives them."""
-    return AdaptiveState(params).push(raw_scores)
+def _onset(unit: np.ndarray, quiet: int) -> np.ndarray:
+    """Keep a score only where it exceeds every score of the ``quiet`` rows before it."""
+    if not quiet:
+        return unit
+    before = np.concatenate((np.full(quiet, -1.0), unit))
+    recent = _sliding_max(before[:-1, None], quiet)[:, 0]
+    return np.where(unit > recent, unit, 0.0)
+
+
+def unit_scores(raw_scores: np.ndarray, params: dict, windows: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Unit scores and verdicts of a whole series of rows, as a fresh stream gives them."""
+    return AdaptiveState(params).push(raw_scores, windows)

@@ -169,7 +169,7 @@ class Stream:
         verdicts, outputs = self.detector.predict_prepared(windows)
         if self.adaptive is None:
             return verdicts
-        unit, flags = self.adaptive.push(verdicts.scores)
+        unit, flags = self.adaptive.push(verdicts.scores, windows)
         m = self.detector.manifest
         outputs = quant.dequantize(outputs, m.output_quantization.scale, m.output_quantization.zero_point)
         return scoring.flagged_verdicts(m.detector, verdicts.scores, flags, outputs, self.detector.normal_index,

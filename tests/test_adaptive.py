@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from firmware_host import adaptive
 
-SMALL = {"history": 300, "short": 5, "min_history": 60, "reference": 1.0}
+SMALL = {"history": 300, "short": 5, "min_history": 60, "reference": 1.0, "quiet": 0, "spatial_tolerance": 0}
 
 
 def _noise(n: int, seed: int = 0) -> np.ndarray:
@@ -22,11 +22,17 @@ def _noise(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=n) ** 2
 
 
+def _windows(values: np.ndarray, width: int = 8) -> np.ndarray:
+    """int8 windows (rows, width, 1) of a series of int8 values, each ending at its row."""
+    padded = np.r_[np.full(width - 1, values[0]), values].astype(np.int8)
+    return np.lib.stride_tricks.sliding_window_view(padded, width)[:, :, None].copy()
+
+
 def test_a_step_in_the_raw_scores_drives_the_unit_score_up():
     raw = _noise(2000)
     raw[1500:] *= 25.0                                   # errors 5x larger from row 1500 on
     unit, flags = adaptive.unit_scores(raw, SMALL)
-    assert unit[:1500].max() < SMALL.get("threshold", adaptive.DEFAULTS["threshold"])
+    assert unit[:1500].max() < adaptive.DEFAULTS["threshold"]
     assert unit[1500:1510].max() >= 0.99 and flags[1500:1510].any()
     assert unit[1500:1505].min() < unit[1505:1510].max()  # it rises as the short window fills
 
@@ -49,6 +55,34 @@ def test_the_reference_follows_drift():
     assert (raw[later] > np.percentile(raw[:1000], 99.9)).mean() > 0.1
 
 
+def test_a_lasting_episode_is_one_alarm_with_quiet_rows():
+    raw = _noise(1500, seed=4)
+    raw[1000:1060] *= 400.0
+    loud = adaptive.unit_scores(raw, {**SMALL, "short": 1})[1]
+    quiet = adaptive.unit_scores(raw, {**SMALL, "short": 1, "quiet": 20})[1]
+    assert loud[1000:1060].sum() > 10
+    assert quiet[1000] and quiet[1000:1060].sum() <= 3 and not quiet[:1000].any()
+
+
+def test_a_sample_beyond_the_recent_range_scores_one():
+    values = np.random.default_rng(5).integers(-20, 21, size=800)
+    values[700] = 40                                     # 20 past the max of a range of 40: tolerance 0.05
+    windows = _windows(values)
+    params = {**SMALL, "spatial_tolerance": 0.05}
+    unit, flags = adaptive.unit_scores(np.ones(800), params, windows)   # a flat model score
+    assert unit[700] == 1.0 and flags[700] and not flags[:700].any()
+    assert adaptive.unit_scores(np.ones(800), SMALL, windows)[0][700] < 0.5   # range check off
+
+
+def test_the_window_channels_see_a_level_shift_the_model_missed():
+    values = np.r_[np.random.default_rng(6).integers(-5, 6, size=700), np.full(100, 30)]
+    windows = _windows(values)
+    params = {**SMALL, "short": 1, "change_reference": 10.0, "context_reference": 10.0}
+    unit, flags = adaptive.unit_scores(np.ones(800), params, windows)
+    assert flags[700] and unit[700] >= 0.99
+    assert not adaptive.unit_scores(np.ones(800), {**SMALL, "short": 1}, windows)[1].any()
+
+
 def test_unit_scores_are_multiples_of_one_65535th_in_0_1():
     raw = np.r_[_noise(500), np.inf, np.nan, 0.0, 1e300, _noise(200) * 50]
     unit, _ = adaptive.unit_scores(raw, SMALL)
@@ -59,21 +93,26 @@ def test_unit_scores_are_multiples_of_one_65535th_in_0_1():
     assert unit[:learning].max() == 0.0 and unit[learning] > 0.0     # still learning, then scoring
 
 
-def test_state_is_rebuilt_exactly_by_replaying_the_last_span_raw_scores():
+def test_state_is_rebuilt_exactly_by_replaying_the_last_span_rows():
+    rng = np.random.default_rng(3)
     raw = _noise(1500, seed=3) * np.r_[np.ones(900), np.full(600, 16.0)]
-    whole = adaptive.AdaptiveState(SMALL)
-    pieces = [whole.push(raw[a:b])[0] for a, b in ((0, 1), (1, 333), (333, 901), (901, 1500))]
+    windows = _windows(rng.integers(-30, 31, size=1500))
+    params = {**SMALL, "quiet": 7, "spatial_tolerance": 0.05, "change_reference": 300.0,
+              "context_reference": 300.0}
+    whole = adaptive.AdaptiveState(params)
+    pieces = [whole.push(raw[a:b], windows[a:b])[0] for a, b in ((0, 1), (1, 333), (333, 901), (901, 1500))]
     expected = np.concatenate(pieces)
-    assert np.array_equal(expected, adaptive.unit_scores(raw, SMALL)[0])   # batching changes nothing
-    span = adaptive.span(SMALL)
+    assert np.array_equal(expected, adaptive.unit_scores(raw, params, windows)[0])   # batching changes nothing
+    span = adaptive.span(params)
     for k in (10, span - 1, span, 905, 1499):
-        fresh = adaptive.AdaptiveState(SMALL)
+        fresh = adaptive.AdaptiveState(params)
         start = max(k - span, 0)
-        fresh.push(raw[start:k])
-        unit, _ = fresh.push(raw[k:])
+        fresh.push(raw[start:k], windows[start:k])
+        unit, _ = fresh.push(raw[k:], windows[k:])
         assert np.array_equal(unit, expected[k:]), k
+    plain, expected = adaptive.span(SMALL), adaptive.unit_scores(raw, SMALL)[0]
     short_replay = adaptive.AdaptiveState(SMALL)
-    short_replay.push(raw[700 - span + 1:700])            # one raw score too few
+    short_replay.push(raw[700 - plain + 1:700])                 # one row too few: the history is short
     assert not np.array_equal(short_replay.push(raw[700:])[0], expected[700:])
 
 

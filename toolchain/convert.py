@@ -20,11 +20,15 @@ class OpInfo:
     result_types: list[str]
 
 
-def convert(model, *, int8: bool, representative: np.ndarray | None = None, per_channel: bool = True) -> bytes:
+def convert(model, *, int8: bool, representative: np.ndarray | None = None, per_channel: bool = True,
+            int16_activations: bool = False) -> bytes:
     """Keras model -> TFLite flatbuffer with a fixed batch of 1.
 
     ``int8=True`` quantizes weights and activations to int8 (int8 input and output
-    tensors), calibrated on ``representative`` rows (model-input units).
+    tensors), calibrated on ``representative`` rows (model-input units). With
+    ``int16_activations`` the activations are int16 and the weights int8 (TFLite's 16x8 mode);
+    TF 2.21 then gives int16 input and output tensors (it refuses int8 ones) and refuses some
+    ops (UNIDIRECTIONAL_SEQUENCE_LSTM among them).
     """
     from .keras_env import import_tf, native_stderr_captured
 
@@ -44,9 +48,13 @@ def convert(model, *, int8: bool, representative: np.ndarray | None = None, per_
 
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = samples
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
+        if int16_activations:
+            converter.target_spec.supported_ops = [
+                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        else:
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int16 if int16_activations else tf.int8
+        converter.inference_output_type = converter.inference_input_type
         if not per_channel:
             # Some TFLite Micro builds mishandle per-channel Dense weights; per-tensor is the safe fallback.
             converter._experimental_disable_per_channel_quantization_for_dense_layers = True
@@ -92,6 +100,13 @@ def assert_int8(model_bytes: bytes) -> list[OpInfo]:
             f"the int8 model still computes in float: {', '.join(bad)}. Use an activation that quantizes "
             "(leaky_relu, relu, tanh, sigmoid) or a layer the int8 converter supports")
     return ops
+
+
+def per_channel_tensors(model_bytes: bytes) -> list[str]:
+    """Names of the tensors quantized per channel (more than one scale)."""
+    interpreter = load_runtime().open(model_content=model_bytes, kernels="builtin")
+    return [d["name"] for d in interpreter.get_tensor_details()
+            if len(d["quantization_parameters"]["scales"]) > 1]
 
 
 def weight_bytes(model_bytes: bytes) -> int:

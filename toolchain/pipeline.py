@@ -27,7 +27,7 @@ from firmware_host import manifest as mf
 from firmware_host.errors import RecipeError
 from firmware_host.interpreter import load_runtime
 
-from . import baselines, metrics
+from . import baselines, metrics, remedies
 from . import features as feats
 from .bundle import check_destination, golden_vectors, write_bundle
 from .compare import comparison_rows, detector_latency, nab_cell, nab_corpus_lines, series_nab
@@ -144,7 +144,13 @@ def stage_quantize(recipe: Recipe, data_root: Path, work: Path, progress=None) -
     trained = _load_trained(work)
     prep = prepare(recipe, data_root)
     _say(progress, "quantize", "converting to float32 and int8 TFLite")
-    q = _convert_only(prep, trained, recipe)
+    info = _save_quantized(work, _convert_only(prep, trained, recipe))
+    mf.write_json(work / QUANTIZE_JSON, info)
+    return info
+
+
+def _save_quantized(work: Path, q) -> dict:
+    """Write a conversion's models and representative rows to ``work``; returns quantize.json's content."""
     (work / mf.FLOAT_MODEL_FILE).write_bytes(q.float_model)
     (work / mf.MODEL_FILE).write_bytes(q.int8_model)
     np.save(work / REPRESENTATIVE, q.representative)
@@ -152,7 +158,6 @@ def stage_quantize(recipe: Recipe, data_root: Path, work: Path, progress=None) -
             "weight_ratio": q.weight_bytes["int8"] / max(q.weight_bytes["float"], 1),
             "representative": {"rows": int(len(q.representative)), "origin": q.representative_origin,
                                "file": REPRESENTATIVE}}
-    mf.write_json(work / QUANTIZE_JSON, info)
     return info
 
 
@@ -171,6 +176,24 @@ def stage_verify(recipe: Recipe, data_root: Path, work: Path, progress=None, gat
     return report
 
 
+def stage_quantize_verified(recipe: Recipe, data_root: Path, work: Path, progress=None) -> tuple[dict, dict]:
+    """quantize and verify, then the quantization remedies while a gate fails (toolchain/remedies.py).
+    The kept attempt lands in ``work``; raises QuantizationError when no attempt passes.
+    Returns (quantize info with every attempt under ``remedies``, verify report)."""
+    trained = _load_trained(work)
+    prep = prepare(recipe, data_root)
+    _say(progress, "quantize", "converting to float32 and int8 TFLite, then verifying on the test split")
+    outcome = remedies.quantize_verified(prep, trained, recipe, progress)
+    info = _save_quantized(work, outcome.quantized)
+    info["representative"].update(outcome.calibration())
+    info["remedies"] = outcome.summary()
+    mf.write_json(work / QUANTIZE_JSON, info)
+    mf.write_json(work / VERIFY_JSON, outcome.report)
+    np.savez(work / SCORES, **outcome.scores)
+    outcome.raise_if_failed()
+    return info, outcome.report
+
+
 # -- build -------------------------------------------------------------------------------------
 
 def _versions() -> dict:
@@ -186,20 +209,18 @@ def _versions() -> dict:
 
 
 def _other_split(recipe: Recipe, data_root: Path, method: str, progress) -> dict:
-    """Train, convert and verify the same recipe on another split, for the report only."""
-    import tempfile
-
+    """Train, convert and verify the same recipe on another split, for the report."""
     prep = prepare(recipe, data_root, split_method=method)
     _say(progress, f"split {method}", "ranking features and training on this split")
     chosen = select_features(prep, recipe, None, sweep=False)
     trained = train(prep, chosen["selected"], recipe, progress)
-    q = _convert_only(prep, trained, recipe)
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "f.tflite").write_bytes(q.float_model)
-        (Path(tmp) / "q.tflite").write_bytes(q.int8_model)
-        report, _ = verify(prep, trained, Path(tmp) / "f.tflite", Path(tmp) / "q.tflite", recipe)
-    return {"split": prep.split, "features": chosen["selected"], "verify": report,
-            "xgboost_baseline": chosen["xgboost_baseline"]}
+    # The agreement gate holds on every split a build reports, with the same remedies.
+    outcome = remedies.quantize_verified(prep, trained, recipe, progress, primary=False,
+                                         where=f"on the '{method}' split")
+    outcome.raise_if_failed()
+    return {"split": prep.split, "features": chosen["selected"], "verify": outcome.report,
+            "xgboost_baseline": chosen["xgboost_baseline"],
+            "quantize": {"calibration": outcome.calibration(), "remedies": outcome.summary()}}
 
 
 def build(recipe: Recipe, data_root: Path, out: Path, work: Path, progress=None) -> dict:
@@ -209,8 +230,7 @@ def build(recipe: Recipe, data_root: Path, out: Path, work: Path, progress=None)
     work.mkdir(parents=True, exist_ok=True)
     features = stage_select_features(recipe, data_root, work, progress)
     train_info = stage_train(recipe, data_root, work, progress)
-    quant_info = stage_quantize(recipe, data_root, work, progress)
-    verify_report = stage_verify(recipe, data_root, work, progress, gate=False)
+    quant_info, verify_report = stage_quantize_verified(recipe, data_root, work, progress)
     prep = prepare(recipe, data_root)
     trained = _load_trained(work)
     report = {"recipe": recipe.to_dict(), "data": _data_summary(prep), "split": prep.split, "features": features,
@@ -267,7 +287,8 @@ def _manifest(recipe, prep, trained, quant_info, verify_report, work) -> mf.Mani
         score_params=trained.score_params, categories=categories,
         adaptive=verify_report["adaptive"]["params"]["int8"] if "adaptive" in verify_report else {},
         metrics={"float": _headline(models["float"]), "int8": _headline(models["int8"]),
-                 "keras": _headline(models["keras"]), "int8_vs_float": verify_report["int8_vs_float"]},
+                 "keras": _headline(models["keras"]), "int8_vs_float": verify_report["int8_vs_float"],
+                 "gates": verify_report["gates"]},
         size_bytes=quant_info["size_bytes"], weight_bytes=quant_info["weight_bytes"], recipe=recipe.to_dict(),
         split=prep.split, calibration=quant_info["representative"], versions=_versions(),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"))

@@ -105,19 +105,33 @@ class QuantizeSpec:
 
 @dataclass
 class VerifySpec:
+    """The gates an int8 model must pass against its float twin (toolchain/gates.py)."""
+
     max_f1_drop: float = 0.005
     gate: str = "f1"                     # "f1", or "windows": int8 must detect as many labelled windows as float
+                                         # and raise no more false alarms than the two bounds below allow
+    min_agreement: float = 0.995         # share of held-out rows where int8 and float verdicts agree (every split)
+    false_alarm_tolerance: float = 0.25  # windows gate: int8 false alarms / 1,000 rows <= float's * (1 + this)
+    false_alarm_slack: float = 1.0       # ... + this many per 1,000 rows
+    max_unit_score_gap: float = 0.05     # mean |int8 - float| of the [0, 1] score, where the bundle has one
+    remedies: bool = True                # try the quantization remedies (pipeline) when a gate fails
 
 
 @dataclass
 class AdaptiveSpec:
-    """Run-side adaptive scoring (``firmware_host/adaptive.py``); defaults are HTM's likelihood settings."""
+    """Run-side adaptive scoring (``firmware_host/adaptive.py``): HTM's likelihood history, learning
+    period and spatial tolerance; ``short``, ``quiet`` and the window channels chosen on the NAB corpus."""
     enabled: bool = False                # false: verdicts from the static threshold, no unit score
     history: int = 8640                  # rows of raw-score history the reference distribution spans
-    short: int = 10                      # rows averaged into the current level
-    min_history: int = 388               # rows of history before any unit score above 0
+    short: int = 1                       # rows averaged into the current level
+    min_history: int = 388               # rows of history before any unit score above 0 (capped by the
+                                         # train + validation rows, so scoring starts after them)
     std_floor: float = 0.05              # least standard deviation of the reference, in level units
     threshold: float = 0.5               # unit score at or above which a row is anomalous (q <= 1e-5)
+    spatial_tolerance: float = 0.05      # a sample beyond the history's range by this share of it: 1.0
+    quiet: int = 20                      # a score counts only above every score of this many rows before
+    window_channels: bool = True         # temporal bundles: also score the step from the previous sample
+                                         # and the distance from the window's mean (int8 inputs)
 
 
 @dataclass
@@ -180,6 +194,7 @@ def parse_recipe(data: dict, path: Path) -> Recipe:
     sections = {name: _section(path, name, cls, data[name]) for name, cls in _SECTIONS.items() if name in data}
     recipe = Recipe(name=str(top.get("name") or path.stem), description=str(top.get("description", "")),
                     seed=int(top.get("seed", 42)), path=str(path), **sections)
+    _check_verify(recipe.verify, path)
     s = recipe.split
     if recipe.detector.kind in TEMPORAL and s.method == "random":
         raise RecipeError(f"{path}: detector {recipe.detector.kind!r} reads windows of consecutive rows; use "
@@ -196,6 +211,14 @@ def parse_recipe(data: dict, path: Path) -> Recipe:
     elif min(s.train, s.validation, s.test) <= 0 or abs(s.train + s.validation + s.test - 1.0) > 1e-6:
         raise RecipeError(f"{path}: [split] train/validation/test must be positive and sum to 1")
     return recipe
+
+
+def _check_verify(v: VerifySpec, path: Path) -> None:
+    if not 0.0 <= v.min_agreement <= 1.0:
+        raise RecipeError(f"{path}: [verify] min_agreement = {v.min_agreement}; a share between 0 and 1")
+    for name in ("false_alarm_tolerance", "false_alarm_slack", "max_unit_score_gap"):
+        if getattr(v, name) < 0:
+            raise RecipeError(f"{path}: [verify] {name} = {getattr(v, name)}; it must not be negative")
 
 
 def load_recipe(path: str | Path) -> Recipe:

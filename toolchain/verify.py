@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 
 from firmware_host import scoring
-from firmware_host.errors import QuantizationError, RecipeError
+from firmware_host.errors import QuantizationError
 from firmware_host.interpreter import load_runtime
 from firmware_host.runner import TFLiteModel, model_scores
 
-from . import adaptive_fit, metrics
+from . import adaptive_fit, gates, metrics
 from .prepare import Prepared
 from .recipe import Recipe
 from .train import TrainResult, calibrate_threshold, keras_scores, model_inputs, part_truth
@@ -42,11 +42,13 @@ def per_class(prep: Prepared, part: str, scores: np.ndarray, positions: np.ndarr
     return table
 
 
-def verify(prep: Prepared, trained: TrainResult, float_path: Path, int8_path: Path, recipe: Recipe
-           ) -> tuple[dict, dict]:
+def verify(prep: Prepared, trained: TrainResult, float_path: Path, int8_path: Path, recipe: Recipe,
+           primary: bool = True) -> tuple[dict, dict]:
     """Metrics of the Keras, float TFLite and int8 TFLite models on test, through the device's loader.
 
-    Returns (report, test scores per model) -- the scores feed the report's plots."""
+    Returns (report, test scores per model) -- the scores feed the report's plots. The report's
+    ``gates`` (toolchain/gates.py) judge the verdicts the bundle will serve; ``primary=False``
+    (an extra split the build only reports) applies the agreement gate alone."""
     kind, params = recipe.detector.kind, trained.score_params
     runtime = load_runtime()
     x_val, pos_val = model_inputs(prep, trained, "validation")
@@ -62,9 +64,11 @@ def verify(prep: Prepared, trained: TrainResult, float_path: Path, int8_path: Pa
     verdicts, val_by_model = {}, {}
     for name, path in (("float", float_path), ("int8", int8_path)):
         model = TFLiteModel(path, runtime)
-        val_scores, _, _, _ = model_scores(model, x_val, kind, 0, params)
+        val_scores, _, val_q, _ = model_scores(model, x_val, kind, 0, params)
         val_by_model[name] = val_scores
-        test_scores, test_out, _, _ = model_scores(model, x_test, kind, 0, params)
+        test_scores, test_out, test_q, _ = model_scores(model, x_test, kind, 0, params)
+        if name == "int8":      # the int8 inputs: adaptive scoring's step and range channels read them
+            int8_inputs = {"validation": val_q, "test": test_q}
         threshold = trained.threshold_float if name == "float" else \
             calibrate_threshold(recipe.threshold, val_attack, val_scores)
         report["models"][name], verdicts[name] = _evaluate(name, test_scores, test_out, threshold, test_attack,
@@ -83,27 +87,48 @@ def verify(prep: Prepared, trained: TrainResult, float_path: Path, int8_path: Pa
     report["max_f1_drop"] = recipe.verify.max_f1_drop
     report["gate"] = recipe.verify.gate
     if recipe.adaptive.enabled:
-        report["adaptive"] = _adaptive_report(prep, recipe, pos_test, val_by_model, scores)
+        report["adaptive"] = _adaptive_report(prep, recipe, pos_test, val_by_model, scores, int8_inputs,
+                                              trained.window)
         report["passed"] = report["adaptive"]["passed"]
     elif recipe.verify.gate == "windows":
         found = {name: report["models"][name].get("windows", {}).get("detected") for name in ("float", "int8")}
-        if found["float"] is None:
-            raise RecipeError("[verify] gate = \"windows\" needs a data set with labelled windows (NAB)")
-        report["windows_drop"] = found["float"] - found["int8"]
+        # A series with no labelled window (label-free builds) has no window to count; the
+        # false-alarm and agreement gates still judge it.
+        report["windows_drop"] = (found["float"] or 0) - (found["int8"] or 0)
         report["passed"] = report["windows_drop"] <= 0
     else:
         report["passed"] = report["f1_drop"] <= recipe.verify.max_f1_drop + 1e-12
     scores["keras"] = keras_test
     scores["is_attack"] = test_attack
     scores["positions"] = pos_test
+    report["gates"] = gates.evaluate(*_served(report, verdicts, scores), recipe.verify, primary)
+    report["passed"] = not gates.failed(report["gates"])
     return report, scores
 
 
-def _adaptive_report(prep: Prepared, recipe: Recipe, pos_test: np.ndarray, validation: dict, scores: dict) -> dict:
+def _served(report: dict, verdicts: dict, scores: dict) -> tuple[dict, dict]:
+    """(per-model figures, verdicts) the gates judge: those the bundle serves. With adaptive
+    scoring that is the adaptive rule's verdicts and [0, 1] scores, and their window counts."""
+    adaptive = report.get("adaptive")
+    if not adaptive or "flags_int8" not in scores:
+        return report["models"], verdicts
+    models, served = {}, {}
+    for name in ("float", "int8"):
+        flags = np.asarray(scores[f"flags_{name}"], bool)
+        served[name] = scoring.Verdicts(scores=verdicts[name].scores, is_anomaly=flags,
+                                        predicted=flags.astype(np.int64), unit_score=scores[f"unit_{name}"])
+        found = metrics.detection_metrics(scores["is_attack"], verdicts[name].scores, flags)
+        models[name] = {**found, "windows": adaptive.get("windows", {}).get(name)}
+    return models, served
+
+
+def _adaptive_report(prep: Prepared, recipe: Recipe, pos_test: np.ndarray, validation: dict, scores: dict,
+                     int8_inputs: dict, window: int) -> dict:
     """Adaptive unit scores of float and int8 on the test rows: params, agreement, windows, and
     the gate (verdict agreement at least ``min_agreement``; with labelled windows, int8 detects as
     many as float). Adds the unit scores to ``scores``."""
-    compared = adaptive_fit.compare(recipe.adaptive, validation, scores)
+    learning_rows = len(prep.parts["train"]) + len(prep.parts["validation"])
+    compared = adaptive_fit.compare(recipe.adaptive, validation, scores, int8_inputs, learning_rows, window)
     entry = {"params": compared["params"], **compared["agreement"]}
     passed = entry["verdict_agreement"] >= entry["min_agreement"]
     for name in ("float", "int8"):
@@ -128,8 +153,11 @@ def window_detection(prep: Prepared, part: str, positions: np.ndarray, alarms: n
 
 
 def check_gate(report: dict) -> None:
-    """Raise when int8 F1 fell more than the recipe allows below float F1 (or, with the windows
-    gate, when int8 detects fewer labelled windows than float)."""
+    """Raise a one-line QuantizationError naming each gate the report failed (toolchain/gates.py)."""
+    failing = gates.failed(report.get("gates", []))
+    if failing:
+        raise QuantizationError("verify gate failed: " + "; ".join(g["text"] for g in failing)
+                                + ". Check the representative set and activation ranges")
     if not report["passed"] and "adaptive" in report:
         a = report["adaptive"]
         windows = a.get("windows")
