@@ -24,6 +24,7 @@ def test_sdn_ddos_keeps_identifiers_out_and_nans_in(shared_data):
     assert list(d.identifiers.columns) == ["src", "dst", "dt", "switch"]
     assert d.features["rx_kbps"].isna().sum() == 506 and d.features["tot_kbps"].isna().sum() == 506
     assert d.one_hot["Protocol_ICMP"] == ("Protocol", "ICMP") and d.features["Protocol_UDP"].isin([0, 1]).all()
+    assert d.categories == {"Protocol": ("UDP", "TCP", "ICMP")}
     np.testing.assert_array_equal(d.time, d.identifiers["dt"].to_numpy())
 
 
@@ -41,6 +42,10 @@ def test_ton_iot_label_and_type_targets(shared_data):
     assert "ddos" in set(typed.classes) and typed.normal_class == "normal"
     fridge = load_dataset("ton_iot", shared_data, "ton_iot/Train_Test_IoT_Fridge.csv.gz")
     assert fridge.one_hot["temp_condition_high"] == ("temp_condition", "high")
+    assert fridge.categories == {"temp_condition": ("high", "low")}
+    light = load_dataset("ton_iot", shared_data, "ton_iot/Train_Test_IoT_Motion_Light.csv.gz")
+    assert list(light.features.columns) == ["motion_status", "light_status_off", "light_status_on"]
+    assert light.categories == {"light_status": ("off", "on")}
 
 
 def test_ton_iot_time_is_date_and_time_in_seconds(shared_data):
@@ -119,6 +124,7 @@ def test_nsl_kdd_headerless(shared_data):
     d = load_dataset("nsl_kdd", shared_data, "nsl_kdd/KDDTrain+_20Percent.txt.gz")
     assert len(d.classes) == 25192 and set(d.classes) == {"normal", "attack"}
     assert "src_bytes" in d.features.columns and "protocol_type_tcp" in d.features.columns
+    assert {c: len(v) for c, v in d.categories.items()} == {"protocol_type": 3, "service": 66, "flag": 11}
     attacks = load_dataset("nsl_kdd", shared_data, "nsl_kdd/KDDTrain+_20Percent.txt.gz", target="attack")
     assert "neptune" in set(attacks.classes)
 
@@ -190,3 +196,15 @@ def test_resolve_data_root(tmp_path, monkeypatch):
         resolve_data_root(search_defaults=False)
     with pytest.raises(DataError, match="not a folder"):
         resolve_data_root(tmp_path / "nope")
+
+
+def test_nsl_kdd_rows_must_be_as_wide_as_the_first(tmp_path):
+    row = ",".join(["0", "tcp", "http", "SF"] + ["1"] * 37 + ["normal", "20"])
+    (tmp_path / "kdd.txt").write_text(row + "\n" + row + "\n" + row.rsplit(",", 1)[0] + "\n")
+    with pytest.raises(DataError) as info:
+        load_dataset("nsl_kdd", tmp_path, "kdd.txt")
+    assert str(info.value) == (f"{tmp_path / 'kdd.txt'} line 3, column '43': missing; the row has 42 cells, "
+                               "the first row 43")
+    (tmp_path / "kdd.txt").write_text(row + "\n" + row.replace(",http,", ",gopher,") + "\n")
+    d = load_dataset("nsl_kdd", tmp_path, "kdd.txt")
+    assert d.categories["service"] == ("gopher", "http") and d.features["service_http"].tolist() == [1.0, 0.0]
