@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import DataError
 from .manifest import Scaler
+from .values import FLOAT32_MAX
 
 
 def signed_log1p(values: np.ndarray) -> np.ndarray:
@@ -17,10 +19,18 @@ def signed_log1p(values: np.ndarray) -> np.ndarray:
 
 
 def scale_rows(raw: np.ndarray, scaler: Scaler) -> np.ndarray:
-    """Scale a (rows, features) float array; NaN cells take the imputed value. Returns float32."""
+    """Scale a (rows, features) float array; NaN cells take the imputed value. Returns float32.
+
+    Raises DataError for a value beyond float32's range (or infinite): the CSV readers refuse
+    those already (``values.parse_cell``), this holds the rule for rows given directly."""
     values = np.array(raw, dtype=np.float64, copy=True)
     if values.ndim != 2 or values.shape[1] != len(scaler.mean):
         raise ValueError(f"expected rows of {len(scaler.mean)} features, got shape {values.shape}")
+    outside = np.abs(values) > FLOAT32_MAX          # +-inf too; NaN is missing, imputed below
+    if outside.any():
+        row, column = (int(i) for i in np.argwhere(outside)[0])
+        raise DataError(f"row {row}, feature {column + 1} of {values.shape[1]}: {float(values[row, column])} "
+                        "is not a finite number within float32's range")
     missing = np.isnan(values)
     if missing.any():
         values[missing] = np.broadcast_to(np.asarray(scaler.impute, dtype=np.float64), values.shape)[missing]

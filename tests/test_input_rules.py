@@ -96,6 +96,17 @@ def test_an_unseen_category_is_refused_naming_the_known_ones():
     assert str(info.value).endswith("s10, s11, ... (30 in all))")
 
 
+@pytest.mark.parametrize("value", [math.inf, -math.inf, 1e39])
+def test_rows_given_directly_obey_the_float32_range_too(value):
+    from firmware_host.preprocess import scale_rows
+
+    scaler = Scaler([0.0, 0.0], [False, True], [0.0, 0.0], [1.0, 1.0], 6.0)
+    assert scale_rows(np.array([[1.0, math.nan], [3.4e38, -3.4e38]]), scaler).shape == (2, 2)
+    with pytest.raises(DataError) as info:
+        scale_rows(np.array([[1.0, 2.0], [3.0, value]]), scaler)
+    assert str(info.value) == f"row 1, feature 2 of 2: {value} is not a finite number within float32's range"
+
+
 def _records(text: str) -> list:
     reader = csv.reader(io.StringIO(text))
     return list(records(reader, next(reader), "f.csv"))
