@@ -55,8 +55,10 @@ class FeatureReader:
                 if one_hot is None:
                     row[j] = parse_cell(cells[index])
                 else:
-                    text = category_cell(cells[index], known)
-                    row[j] = math.nan if text is None else float(text == one_hot)
+                    text = cells[index].strip()
+                    if known is None or text not in known:    # missing, unseen, or an old bundle
+                        text = category_cell(text, known)
+                    row[j] = math.nan if text is None else (1.0 if text == one_hot else 0.0)
             except CellError as error:
                 raise located(self.source, line, self.header[index], error) from None
         return row
