@@ -86,6 +86,8 @@ def _echo_verify(report: dict) -> None:
     click.echo(f"  int8 vs float: verdict agreement {a['verdict_agreement']:.4f}, score rank correlation "
                f"{a['score_rank_correlation']:.4f}; F1 drop {100 * report['f1_drop']:.2f} pt "
                f"(gate {100 * report['max_f1_drop']:.2f} pt)")
+    for gate in report.get("gates", []):
+        click.echo(f"  gate {gate['gate']:<12} {'pass' if gate['passed'] else 'FAIL'}: {gate['text']}")
 
 
 @click.command("build")
@@ -127,9 +129,15 @@ def build(recipe, label, data_root, work, out):
         xgb = other["xgboost_baseline"]["test"]
         click.echo(f"split '{method}': int8 accuracy {m['int8']['accuracy']:.4f} F1 {m['int8']['f1']:.4f}; float "
                    f"F1 {m['float']['f1']:.4f}; XGBoost accuracy {xgb['accuracy']:.4f} F1 {xgb['f1']:.4f}")
+        for gate in other["verify"].get("gates", []):
+            click.echo(f"  gate {gate['gate']:<12} {'pass' if gate['passed'] else 'FAIL'}: {gate['text']}")
     q = report["quantize"]
     click.echo(f"int8 model {q['size_bytes']['int8']} B (float {q['size_bytes']['float']} B), weight bytes ratio "
                f"{q['weight_ratio']:.3f}; ops: {', '.join(sorted(set(q['ops'])))}")
+    chosen = q.get("remedies", {}).get("chosen")
+    if chosen and chosen != "recipe":
+        click.echo(f"quantization remedy used: {chosen} ({q['remedies']['attempts'][-1]['description']}); "
+                   "see report.json quantize.remedies")
     click.echo("compared on the same test rows:")
     for line in comparison_lines(report["compare"]):
         click.echo("  " + line)
