@@ -238,17 +238,21 @@ def test_tinyad_run_writes_the_unit_score_and_replays_exactly(label_free, shared
 
 @pytest.mark.slow
 def test_the_gate_refuses_int8_that_disagrees_with_float_on_the_unit_score(label_free, shared_data):
-    """The verify stage again on the same two models, with the adaptive threshold moved into the
-    bulk of the unit scores: there the small int8-float differences flip verdicts, and the build
-    must refuse what it would serve."""
+    """The verify stage again on the same two models, scoring the model channel alone with the
+    threshold in the bulk of its unit scores: there the small int8-float differences flip
+    verdicts, and the build must refuse what it would serve."""
     from firmware_host.cli import main
+    from firmware_host.manifest import load_manifest
 
-    _, _, work, report, folder = label_free
-    unit = np.load(work / "test_scores.npz")["unit_int8"]
+    _, bundle, work, report, folder = label_free
+    alone = {"quiet": 0, "spatial_tolerance": 0.0, "change_reference": 0.0, "context_reference": 0.0}
+    raw = np.load(work / "test_scores.npz")["int8"]
+    unit, _ = adaptive.unit_scores(raw, {**load_manifest(bundle).adaptive, **alone})
     bulk = float(np.median(unit[unit > 0]))
     strict = folder / "strict.toml"
-    strict.write_text(RECIPE.replace("min_history = 60", f"min_history = 60\nthreshold = {bulk}"))
+    strict.write_text(RECIPE.replace("min_history = 60", f"min_history = 60\nthreshold = {bulk}\nquiet = 0\n"
+                                     "spatial_tolerance = 0.0\nwindow_channels = false"))
     result = CliRunner().invoke(main, ["verify", str(strict), "--work", str(work), "--data-root", str(shared_data)])
     assert result.exit_code != 0
     assert "verify gate failed" in result.output and "agree on" in result.output, result.output
-    assert report["verify"]["adaptive"]["verdict_agreement"] >= 0.995      # the recipe's own threshold passes
+    assert report["verify"]["adaptive"]["verdict_agreement"] >= 0.995      # the recipe's own settings pass
