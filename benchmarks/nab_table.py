@@ -85,7 +85,7 @@ def _int8_run(bundle: Path, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, st
 def _float_run(bundle: Path, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
     """The bundle's float model over the same rows, with float's own threshold or adaptive
     parameters from the build report: (scores, verdicts, which score column)."""
-    from firmware_host import adaptive, scoring
+    from firmware_host import adaptive, quant, scoring
     from firmware_host.interpreter import load_runtime
     from firmware_host.manifest import FLOAT_MODEL_FILE, load_manifest
     from firmware_host.preprocess import scale_rows
@@ -101,7 +101,9 @@ def _float_run(bundle: Path, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, s
     scores, flags = np.full(len(raw), np.nan), np.zeros(len(raw), dtype=bool)
     if params.get("float"):
         scores[:] = 0.0
-        scores[positions], flags[positions] = adaptive.unit_scores(raw_scores, params["float"])
+        q = m.input_quantization        # the window channels and range check read the int8 inputs
+        windows = quant.quantize(x, q.scale, q.zero_point)
+        scores[positions], flags[positions] = adaptive.unit_scores(raw_scores, params["float"], windows)
         return scores, flags, "unit_score"
     scores[positions] = raw_scores
     flags[positions] = scoring.decide(m.detector, raw_scores, outputs, m.threshold_float, normal,
