@@ -11,7 +11,6 @@ import csv
 import gzip
 import io
 import math
-import os
 import subprocess
 import sys
 import time
