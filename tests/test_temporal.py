@@ -177,6 +177,24 @@ def test_prefix_split_learns_from_the_rows_before_the_first_anomaly():
     assert sorted(parts["test"]) == sorted(order[10:])
 
 
+def test_probation_split_reads_no_label_and_follows_nab():
+    from firmware_host.errors import RecipeError
+    from toolchain.split import split_indices
+
+    time = np.arange(2000)[::-1].astype(float)     # rows stored newest first
+    labelled = np.where(np.arange(2000) % 97 == 5, "a", "n")
+    parts = split_indices(labelled, time, "probation", (0.8, 0.2, 0.0), 0, "n")
+    blind = split_indices(np.full(2000, "n"), time, "probation", (0.8, 0.2, 0.0), 0, "n")
+    assert all(np.array_equal(parts[k], blind[k]) for k in parts)           # labels change nothing
+    order = np.argsort(time)
+    assert sorted(parts["train"]) == sorted(order[:240]) and sorted(parts["validation"]) == sorted(order[240:300])
+    assert sorted(parts["test"]) == sorted(order[300:])                      # 15 % of 2,000 = 300 rows
+    long = split_indices(np.full(20000, "n"), None, "probation", (0.8, 0.2, 0.0), 0, "n")
+    assert len(long["train"]) + len(long["validation"]) == 750               # NAB's cap: 15 % of 5,000
+    with pytest.raises(RecipeError, match="too few to train and validate"):
+        split_indices(np.full(12, "n"), None, "probation", (0.8, 0.2, 0.0), 0, "n")
+
+
 def test_ab_fit_picks_the_error_that_separates_the_anomalies():
     from toolchain.hybrid import fit_ab, normalisation
 
