@@ -163,19 +163,20 @@ def test_unreachable_gate_tries_every_remedy_in_order_then_fails_in_one_line(tmp
     assert result.exit_code == 1
     error = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(error) == 1 and "Traceback" not in result.output
-    assert ("verify gate failed (f1) after 4 quantization attempts (recipe, more_calibration, synthetic_share, "
-            "per_tensor; skipped: int16_activations); best attempt '") in error[0]
+    assert ("verify gate failed (f1) after 5 quantization attempts (recipe, more_calibration, synthetic_share, "
+            "per_tensor, matched_threshold; skipped: int16_activations); best attempt '") in error[0]
     assert "pt below float F1" in error[0] and "allowed: -100.00 pt" in error[0]
     for number, remedy in enumerate(ORDER[1:], start=1):     # each attempt reported as it ran
-        assert f"remedy {number}/4 {remedy}" in result.output
+        assert f"remedy {number}/5 {remedy}" in result.output
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".bundle")]
     attempts = json.loads((work / "quantize.json").read_text())["remedies"]["attempts"]
     assert [a["remedy"] for a in attempts] == list(ORDER) == [
-        "recipe", "more_calibration", "synthetic_share", "per_tensor", "int16_activations"]
-    assert [a["status"] for a in attempts] == ["failed"] * 4 + ["skipped"]
+        "recipe", "more_calibration", "synthetic_share", "per_tensor", "matched_threshold", "int16_activations"]
+    assert [a["status"] for a in attempts] == ["failed"] * 5 + ["skipped"]
     assert attempts[2]["settings"]["synthetic_share"] == 0.1 and attempts[3]["settings"]["per_channel"] is False
     assert attempts[1]["settings"]["representative_rows"] > 100
-    assert "int8 input and output" in attempts[4]["reason"]
+    assert attempts[4]["settings"]["int8_threshold"] == "match_float"
+    assert "int8 input and output" in attempts[5]["reason"]
     assert sum(bool(a.get("kept")) for a in attempts) == 1
 
 
@@ -205,3 +206,18 @@ def test_verify_settings_are_checked(tmp_path):
     path.write_text("[data]\nloader = 'sdn_ddos'\npath = 'x.csv'\n[verify]\nmin_agreement = 1.5\n")
     result = CliRunner().invoke(main, ["build", str(path), "--out", str(tmp_path / "b")])
     assert result.exit_code == 1 and "min_agreement = 1.5; a share between 0 and 1" in result.output
+
+
+def test_matched_threshold_is_the_cut_that_agrees_best():
+    """The matched_threshold remedy's rule against a brute force over every cut, on float scores
+    and their int8-like copy (1/256 steps, so ties)."""
+    from toolchain.verify import matched_threshold
+
+    rng = np.random.default_rng(4)
+    float_scores = rng.beta(0.5, 0.5, 2000)
+    int8_scores = np.round((float_scores + rng.normal(0, 0.01, 2000)) * 256) / 256
+    reference = float_scores > 0.37
+    chosen = matched_threshold(int8_scores, reference)
+    agreement = lambda t: np.mean((int8_scores > t) == reference)
+    cuts = np.r_[-1.0, np.unique(int8_scores)]
+    assert agreement(chosen) == max(agreement(t) for t in cuts) > 0.98

@@ -12,7 +12,10 @@ Each attempt reconverts the trained model (no retraining) with one setting of th
    exist, so the share's size matters little: the switch is what changes the ranges);
 3. ``per_tensor``: Dense weights quantized per tensor instead of per channel (skipped when the
    int8 model holds no per-channel tensor);
-4. ``int16_activations``: int16 activations with int8 weights. Probed with a real conversion
+4. ``matched_threshold``: the recipe's conversion, with the int8 threshold chosen on the
+   validation rows to agree best with the float model's validation verdicts instead of by the
+   recipe's rule (no label is read; skipped where an adaptive rule, not a threshold, decides);
+5. ``int16_activations``: int16 activations with int8 weights. Probed with a real conversion
    and always skipped today: TF 2.21's converter gives such a model int16 input and output
    tensors (it refuses int8 ones) and refuses the fused LSTM; the run side serves int8 I/O only.
 
@@ -40,7 +43,7 @@ from .recipe import QuantizeSpec, Recipe
 from .train import TrainResult, model_inputs, part_truth
 from .verify import verify
 
-ORDER = ("recipe", "more_calibration", "synthetic_share", "per_tensor", "int16_activations")
+ORDER = ("recipe", "more_calibration", "synthetic_share", "per_tensor", "matched_threshold", "int16_activations")
 MORE_ROWS_FACTOR, MORE_ROWS_AT_LEAST = 4, 2000
 SYNTHETIC_SHARE = 0.1
 RUN_SIDE_IO = ("the run side serves int8 input and output tensors only (runner.Detector, and one byte per "
@@ -58,6 +61,7 @@ class Outcome:
     attempts: list = field(default_factory=list)
     chosen: str | None = None        # the remedy that passed ("recipe": none was needed); None: all failed
     where: str = ""                  # "" for the bundle's split, else e.g. "on the 'time' split"
+    int8_threshold: str = "recipe"   # verify's int8 threshold rule ("match_float": matched_threshold)
 
     def summary(self) -> dict:
         """The report's record: the fixed order, every attempt, and which one passed."""
@@ -67,7 +71,7 @@ class Outcome:
         """What the manifest's ``calibration`` states about how the int8 ranges were made."""
         return {"quantization_remedy": self.chosen, "representative_rows": self.settings.representative_rows,
                 "synthetic_share": self.settings.synthetic_share, "per_channel_dense": self.settings.per_channel,
-                "attempts": len(self.attempts)}
+                "int8_threshold": self.int8_threshold, "attempts": len(self.attempts)}
 
     def raise_if_failed(self) -> None:
         if self.chosen is not None:
@@ -83,22 +87,26 @@ class Outcome:
             + "; ".join(g["text"] for g in bad))
 
 
-def plan(spec: QuantizeSpec, pool: int, per_channel_names: list[str]) -> list[tuple[str, str, object]]:
-    """(remedy, description, settings or skip reason) in ``ORDER`` after the recipe's attempt.
-    ``pool``: training rows/windows calibration may draw from; ``per_channel_names``: the recipe
-    attempt's per-channel tensors."""
+def plan(spec: QuantizeSpec, pool: int, per_channel_names: list[str], adaptive: bool = False
+         ) -> list[tuple[str, str, object, str]]:
+    """(remedy, description, settings or skip reason, int8 threshold rule) in ``ORDER`` after the
+    recipe's attempt. ``pool``: training rows/windows calibration may draw from;
+    ``per_channel_names``: the recipe attempt's per-channel tensors; ``adaptive``: verdicts come
+    from the adaptive rule."""
     steps = []
     more = min(max(MORE_ROWS_FACTOR * spec.representative_rows, MORE_ROWS_AT_LEAST), pool)
     steps.append(("more_calibration", f"{more} representative rows instead of {spec.representative_rows}",
                   dataclasses.replace(spec, representative_rows=more) if more > spec.representative_rows else
-                  f"the recipe already calibrates on all {pool} training rows"))
+                  f"the recipe already calibrates on all {pool} training rows", "recipe"))
     share = 0.0 if spec.synthetic_share > 0 else SYNTHETIC_SHARE
     steps.append(("synthetic_share", f"synthetic share {share:g} instead of {spec.synthetic_share:g}",
-                  dataclasses.replace(spec, synthetic_share=share)))
+                  dataclasses.replace(spec, synthetic_share=share), "recipe"))
     steps.append(("per_tensor", "Dense weights per tensor instead of per channel",
                   dataclasses.replace(spec, per_channel=False) if spec.per_channel and per_channel_names else
-                  "the int8 model holds no per-channel tensor"))
-    steps.append(("int16_activations", "int16 activations, int8 weights", None))   # probed in ``_int16_probe``
+                  "the int8 model holds no per-channel tensor", "recipe"))
+    steps.append(("matched_threshold", "int8 threshold matched to float's validation verdicts",
+                  "the adaptive rule decides, not a threshold" if adaptive else spec, "match_float"))
+    steps.append(("int16_activations", "int16 activations, int8 weights", None, "recipe"))   # see _int16_probe
     return steps
 
 
@@ -112,7 +120,7 @@ def _int16_probe(model, representative: np.ndarray) -> str:
 
 
 def _attempt(prep: Prepared, trained: TrainResult, recipe: Recipe, spec: QuantizeSpec, calibration_pool,
-             float_model: bytes | None, primary: bool):
+             float_model: bytes | None, primary: bool, int8_threshold: str = "recipe"):
     """Convert with ``spec``, verify, apply the gates: (Quantized, verify report, test scores)."""
     x_train, attack = calibration_pool
     rep, origin = representative_rows(x_train, attack, spec, recipe.seed, trained.scaler.clip)
@@ -121,13 +129,15 @@ def _attempt(prep: Prepared, trained: TrainResult, recipe: Recipe, spec: Quantiz
         float_path, int8_path = Path(tmp) / "float.tflite", Path(tmp) / "int8.tflite"
         float_path.write_bytes(q.float_model)
         int8_path.write_bytes(q.int8_model)
-        report, scores = verify(prep, trained, float_path, int8_path, recipe, primary=primary)
+        report, scores = verify(prep, trained, float_path, int8_path, recipe, primary, int8_threshold)
     return q, report, scores
 
 
-def _record(number: int, remedy: str, description: str, spec: QuantizeSpec | None, **extra) -> dict:
+def _record(number: int, remedy: str, description: str, spec: QuantizeSpec | None, rule: str = "recipe",
+            **extra) -> dict:
     settings = None if spec is None else {"representative_rows": spec.representative_rows,
-                                          "synthetic_share": spec.synthetic_share, "per_channel": spec.per_channel}
+                                          "synthetic_share": spec.synthetic_share, "per_channel": spec.per_channel,
+                                          "int8_threshold": rule}
     return {"attempt": number, "remedy": remedy, "description": description, "settings": settings, **extra}
 
 
@@ -149,8 +159,8 @@ def quantize_verified(prep: Prepared, trained: TrainResult, recipe: Recipe, prog
         attempts[0]["kept"] = True
         return kept
     say(f"int8 fails {', '.join(g['gate'] for g in gates.failed(report['gates']))}; trying quantization remedies")
-    steps = plan(recipe.quantize, len(x_train), convert.per_channel_tensors(q.int8_model))
-    for number, (remedy, description, spec) in enumerate(steps, start=1):
+    steps = plan(recipe.quantize, len(x_train), convert.per_channel_tensors(q.int8_model), recipe.adaptive.enabled)
+    for number, (remedy, description, spec, rule) in enumerate(steps, start=1):
         prefix = f"remedy {number}/{len(steps)} {remedy} ({description})"
         if not isinstance(spec, QuantizeSpec):
             reason = spec if spec is not None else _int16_probe(trained.model, q.representative)
@@ -158,20 +168,20 @@ def quantize_verified(prep: Prepared, trained: TrainResult, recipe: Recipe, prog
             say(f"{prefix}: skipped, {reason}")
             continue
         try:
-            q2, report2, scores2 = _attempt(prep, trained, recipe, spec, pool, q.float_model, primary)
+            q2, report2, scores2 = _attempt(prep, trained, recipe, spec, pool, q.float_model, primary, rule)
         except QuantizationError as exc:
-            attempts.append(_record(number, remedy, description, spec, status="error", reason=str(exc)))
+            attempts.append(_record(number, remedy, description, spec, rule, status="error", reason=str(exc)))
             say(f"{prefix}: {exc}")
             continue
-        attempts.append(_record(number, remedy, description, spec, status="passed" if report2["passed"] else
+        attempts.append(_record(number, remedy, description, spec, rule, status="passed" if report2["passed"] else
                                 "failed", gates=report2["gates"]))
         say(f"{prefix}: " + ("passed" if report2["passed"] else
                              "; ".join(g["text"] for g in gates.failed(report2["gates"]))))
         if report2["passed"]:
             attempts[-1]["kept"] = True
-            return Outcome(q2, report2, scores2, spec, attempts, remedy, where)
+            return Outcome(q2, report2, scores2, spec, attempts, remedy, where, rule)
         if gates.badness(report2["gates"]) < gates.badness(kept.report["gates"]):
-            kept = Outcome(q2, report2, scores2, spec, attempts, None, where)
+            kept = Outcome(q2, report2, scores2, spec, attempts, None, where, rule)
     kept_number = next(a["attempt"] for a in attempts if a.get("gates") is kept.report["gates"])
     attempts[kept_number]["kept"] = True
     return kept

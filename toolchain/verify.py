@@ -43,12 +43,14 @@ def per_class(prep: Prepared, part: str, scores: np.ndarray, positions: np.ndarr
 
 
 def verify(prep: Prepared, trained: TrainResult, float_path: Path, int8_path: Path, recipe: Recipe,
-           primary: bool = True) -> tuple[dict, dict]:
+           primary: bool = True, int8_threshold: str = "recipe") -> tuple[dict, dict]:
     """Metrics of the Keras, float TFLite and int8 TFLite models on test, through the device's loader.
 
     Returns (report, test scores per model) -- the scores feed the report's plots. The report's
     ``gates`` (toolchain/gates.py) judge the verdicts the bundle will serve; ``primary=False``
-    (an extra split the build only reports) applies the agreement gate alone."""
+    (an extra split the build only reports) applies the agreement gate alone. ``int8_threshold``:
+    "recipe" (the recipe's rule on int8 validation scores) or "match_float" (the threshold whose
+    int8 validation verdicts agree best with the float model's; a quantization remedy)."""
     kind, params = recipe.detector.kind, trained.score_params
     runtime = load_runtime()
     x_val, pos_val = model_inputs(prep, trained, "validation")
@@ -70,7 +72,8 @@ def verify(prep: Prepared, trained: TrainResult, float_path: Path, int8_path: Pa
         if name == "int8":      # the int8 inputs: adaptive scoring's step and range channels read them
             int8_inputs = {"validation": val_q, "test": test_q}
         threshold = trained.threshold_float if name == "float" else \
-            calibrate_threshold(recipe.threshold, val_attack, val_scores)
+            calibrate_threshold(recipe.threshold, val_attack, val_scores) if int8_threshold == "recipe" else \
+            matched_threshold(val_scores, val_by_model["float"] > trained.threshold_float)
         report["models"][name], verdicts[name] = _evaluate(name, test_scores, test_out, threshold, test_attack,
                                                            test_class, prep.class_names, kind, params)
         scores[name] = test_scores
@@ -81,6 +84,7 @@ def verify(prep: Prepared, trained: TrainResult, float_path: Path, int8_path: Pa
             report["models"][name]["windows"] = windows
     report["threshold_float"] = float(trained.threshold_float)
     report["threshold_int8"] = report["models"]["int8"]["threshold"]
+    report["int8_threshold_rule"] = int8_threshold
     report["int8_vs_float"] = metrics.agreement(verdicts["int8"].is_anomaly, verdicts["float"].is_anomaly,
                                                 scores["int8"], scores["float"])
     report["f1_drop"] = report["models"]["float"]["f1"] - report["models"]["int8"]["f1"]
@@ -141,6 +145,22 @@ def _adaptive_report(prep: Prepared, recipe: Recipe, pos_test: np.ndarray, valid
         passed = passed and entry["windows"]["int8"]["detected"] >= entry["windows"]["float"]["detected"]
     entry["passed"] = bool(passed)
     return entry
+
+
+def matched_threshold(scores: np.ndarray, reference: np.ndarray) -> float:
+    """The threshold t (flag when score > t) whose flags agree with the ``reference`` flags on the
+    most rows; the lowest such cut when several tie."""
+    order = np.argsort(scores, kind="stable")
+    ranked, wanted = np.asarray(scores, np.float64)[order], np.asarray(reference, bool)[order]
+    n = len(ranked)
+    # Cutting before position k flags ranked[k:]: agreement = unflagged wanted-normal + flagged wanted-anomalous.
+    normal_below = np.r_[0, np.cumsum(~wanted)]
+    anomalous_above = wanted.sum() - np.r_[0, np.cumsum(wanted)]
+    cuts = np.r_[0, np.flatnonzero(np.diff(ranked) > 0) + 1, n]
+    k = int(cuts[np.argmax((normal_below + anomalous_above)[cuts])])
+    if k == 0:
+        return float(np.nextafter(ranked[0], -np.inf))
+    return float(ranked[-1]) if k == n else float((ranked[k - 1] + ranked[k]) / 2)
 
 
 def window_detection(prep: Prepared, part: str, positions: np.ndarray, alarms: np.ndarray) -> dict | None:
