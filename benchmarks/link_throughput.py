@@ -9,8 +9,9 @@ p50/p99 round trip of a DATA frame to its RESULT.
     python benchmarks/link_throughput.py [build/default] [--baud 115200] [--rows 6000] [--input CSV]
 
 The default bundle has 10 features: at 115200 baud the limit is 1,152 samples/s. The answers
-travel the other way at 6 bytes per verdict (a float32 score, flags and class), so a bundle
-with fewer than 6 features is bound by the answer direction; the benchmark prints both limits.
+travel the other way at 8 bytes per verdict (a float32 score, the unit score, flags and class),
+so a bundle with fewer than 8 features is bound by the answer direction; the benchmark prints
+both limits.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from fault_relay import Relay  # noqa: E402
-from firmware_host.protocol import RESULT_ITEM  # noqa: E402
+from firmware_host.link.protocol import RESULT_ITEM  # noqa: E402
 
 
 def main() -> None:
@@ -54,10 +55,16 @@ def main() -> None:
         if local.returncode:
             sys.exit(local.stderr)
         with Relay(baud=args.baud) as relay:
-            agent = subprocess.Popen([*tinyad, "device", "--port", relay.device_port, "--model", str(bundle)],
-                                     stderr=subprocess.DEVNULL)
+            agent_log = Path(tmp) / "agent.log"
+            with open(agent_log, "w") as log:
+                agent = subprocess.Popen([*tinyad, "device", "--port", relay.device_port, "--model", str(bundle)],
+                                         stderr=log)
             try:
-                time.sleep(2.0)        # let the agent load its model and self-test before timing starts
+                # The agent loads its model and self-tests before it listens: time the stream only.
+                while "listening on" not in agent_log.read_text():
+                    if agent.poll() is not None:
+                        sys.exit(agent_log.read_text())
+                    time.sleep(0.05)
                 done = subprocess.run([*tinyad, "stream", "--port", relay.host_port, "--model", str(bundle),
                                        "--input", str(rows), "--output", f"{tmp}/streamed.csv", "--quiet",
                                        "--baud", str(args.baud)], capture_output=True, text=True)
@@ -70,10 +77,10 @@ def main() -> None:
     summary_line = done.stderr.strip().splitlines()
     rate = float(summary_line[0].split("(")[1].split(" samples/s")[0].replace(",", ""))
     limit = args.baud / 10 / features
-    answers = args.baud / 10 / RESULT_ITEM.size
+    answers = args.baud / 10 / RESULT_ITEM.itemsize
     print(f"bundle {bundle.name}: {features} features, {args.rows} rows at {args.baud} baud")
     print(f"achieved {rate:,.0f} samples/s; physical limit {limit:,.0f} samples/s; ratio {rate / limit:.3f}")
-    print(f"answer direction: {RESULT_ITEM.size} bytes per verdict, at most {answers:,.0f} verdicts/s; "
+    print(f"answer direction: {RESULT_ITEM.itemsize} bytes per verdict, at most {answers:,.0f} verdicts/s; "
           f"ratio to the lower of the two limits {rate / min(limit, answers):.3f}")
     for line in summary_line[1:]:
         print(line)

@@ -161,9 +161,10 @@ def device(port, bundle, baud, credit):
     """Run the device agent: serve a bundle's verdicts over a serial line, until stopped.
 
     Checks the bundle's hash and replays its golden vectors first (and after every model
-    push); a device that does not reproduce them answers every request with an ERROR that
-    names its interpreter, and never serves a verdict. Logs to stderr; survives host
-    disconnects and reopens the port.
+    push); if the bundle fails either and <bundle>.previous passes both, it rolls back to the
+    previous one. A device that does not reproduce its bundle answers every request with an
+    ERROR that names its interpreter, and never serves a verdict. Logs to stderr; reopens the
+    port when it vanishes. A bug ends it with a traceback (systemd restarts it).
 
     \b
     On a Raspberry Pi (see the README for a systemd unit):
@@ -172,13 +173,13 @@ def device(port, bundle, baud, credit):
     import sys
     import time as _time
 
-    from .agent import serve
+    from .link.agent import serve_port
 
     def log(message: str) -> None:
         print(f"{_time.strftime('%H:%M:%S')} tinyad device: {message}", file=sys.stderr, flush=True)
 
     try:
-        serve(port, bundle, baud=baud, log=log, credit=credit)
+        serve_port(port, bundle, baud=baud, log=log, credit=credit)
     except KeyboardInterrupt:
         log("stopped")
 
@@ -192,36 +193,34 @@ def device(port, bundle, baud, credit):
               help="Write verdicts to this CSV instead of stdout.")
 @click.option("--baud", default=115200, show_default=True, help="Baud rate of the line.")
 @click.option("--batch-rows", default=256, show_default=True, help="CSV rows read per batch.")
-@click.option("--give-up-after", default=30.0, show_default=True, help="Seconds without a verdict before failing.")
+@click.option("--give-up-after", default=30.0, show_default=True,
+              help="Seconds without a verdict, or with the port gone, before failing.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def stream(port, bundle, input_path, output_path, baud, batch_rows, give_up_after, quiet):
     """Stream a CSV to a device over serial and write one verdict per row, in input order.
 
     Rows are scaled and quantized here with the bundle's manifest and sent as int8, one byte
-    per feature. Verdicts equal `tinyad run`'s on the same bundle and input. Exits non-zero,
-    naming how many rows got no verdict, if the device refuses or stops answering; a bad input
-    row stops the stream once every row before it has its verdict. Either way the verdicts
-    that arrived stay in --output.
+    per feature. Verdicts equal `tinyad run`'s on the same bundle and input. If the port
+    vanishes (a pulled USB adapter), it reopens the same path until --give-up-after and goes
+    on. Exits non-zero, naming how many rows got no verdict, if the device refuses or the link
+    is gone for good; a bad input row stops the stream once every row before it has its
+    verdict. Whatever stops it, the verdicts that arrived stay in --output.
     """
     from .csv_input import VERDICT_HEADER, atomic_output, open_text, read_batches, verdict_rows
-    from .link import Link
+    from .link.host import Driver, stream as stream_samples
+    from .link.session import StreamSession
+    from .link.transport import SerialTransport
     from .manifest import load_manifest
     from .report_text import stream_lines
     from .runner import prepare_rows
-    from .streamer import Session
 
     def log(message: str) -> None:
         if not quiet:
             click.echo(f"\r\033[Kstream: {message}", err=True)
 
-    rows_read = 0
-    session = None
-    failure = None
     manifest = load_manifest(bundle)
     text, source = open_text(input_path)
-    link = Link(port, baud)
-    session = Session(link, manifest, log=log, give_up_after=give_up_after, baud=baud)
-    session.handshake()
+    rows_read = 0
 
     def prepared():
         nonlocal rows_read
@@ -230,25 +229,36 @@ def stream(port, bundle, input_path, output_path, baud, batch_rows, give_up_afte
             yield prepare_rows(manifest, raw)
 
     bar = _RateBar(quiet)
-    with atomic_output(output_path) as out:
-        writer = csv.writer(out)
-        writer.writerow(VERDICT_HEADER)
-        try:
-            session.stream(prepared(), lambda first, v: writer.writerows(verdict_rows(first, v, manifest)),
-                           bar.advance)
-        except TinyadError as exc:
-            failure = exc        # keep the verdicts that did arrive, then fail
-        bar.close()
-    link.close()
+    writer = None
+    session = StreamSession(manifest, lambda first, v: writer.writerows(verdict_rows(first, v, manifest)),
+                            port=port, baud=baud, give_up_after=give_up_after, log=log, progress=bar.advance)
+    transport = SerialTransport(port, baud)
+    failure = None
+    try:
+        driver = Driver(transport, give_up_after=give_up_after, log=log)
+        driver.run(session, until=lambda: session.connected)    # a refusing device leaves no file
+        with atomic_output(output_path) as out:
+            writer = csv.writer(out)
+            writer.writerow(VERDICT_HEADER)
+            try:
+                stream_samples(driver, session, prepared())
+            except BaseException as exc:      # whatever stops the stream, keep the verdicts that arrived
+                failure = exc
+            bar.close()
+    finally:
+        transport.close()
     stats = session.stats
     stats.missing = max(rows_read - stats.samples, 0)
     for line in stream_lines(stats.summary(), manifest, port, baud):
         click.echo(line, err=True)
+    kept = f" (the verdicts of the first {stats.samples} rows are in {output_path})" \
+        if output_path and stats.samples else ""
+    if failure is not None and not isinstance(failure, TinyadError):
+        click.echo(f"stream stopped by {type(failure).__name__}{kept}", err=True)
+        raise failure                         # a bug or Ctrl-C: its traceback, after the file is safe
     if failure is not None or stats.missing:
-        problems = ([f"{stats.missing} of {rows_read} rows got no verdict"] if stats.missing else []) \
+        problems = ([f"{stats.missing} of the {rows_read} rows read got no verdict"] if stats.missing else []) \
             + ([str(failure)] if failure else [])
-        kept = f" (the verdicts of the first {stats.samples} rows are in {output_path})" \
-            if output_path and stats.samples else ""
         raise click.ClickException(": ".join(problems) + kept)
 
 
@@ -282,23 +292,27 @@ class _RateBar:
 @click.argument("bundle", type=click.Path(file_okay=False))
 @click.option("--port", "-p", required=True, help="Serial device the Pi is on.")
 @click.option("--baud", default=115200, show_default=True)
-def deploy(bundle, port, baud):
+@click.option("--give-up-after", default=30.0, show_default=True,
+              help="Seconds without progress, or with the port gone, before failing.")
+def deploy(bundle, port, baud, give_up_after):
     """Push BUNDLE (model, manifest, golden vectors) to a running device agent.
 
     The device writes it to a staging folder, fsyncs, checks the hashes and runs the golden
     self-test, then swaps it in by rename and keeps the previous bundle. If anything fails,
-    or the push is cut off, the device keeps serving its old model.
+    or the push is cut off, the device keeps serving its old model. A port that vanishes
+    mid-push is reopened until --give-up-after and the push goes on.
     """
-    from .link import Link
-    from .streamer import deploy as push
+    from .link.host import Driver, push
+    from .link.transport import SerialTransport
 
-    link = Link(port, baud)
+    transport = SerialTransport(port, baud)
     try:
-        result = push(link, bundle, baud=baud)
+        result = push(Driver(transport, give_up_after=give_up_after), bundle, baud=baud)
     finally:
-        link.close()
-    click.echo(f"pushed {result['bytes']} bytes in {result['chunks']} chunks ({result['resent']} re-sent); "
-               f"device now serves {result['model_sha256'][:12]}... ({result['status']})")
+        transport.close()
+    click.echo(f"pushed {result['bytes']} bytes in {result['chunks']} chunks ({result['resent']} re-sent, "
+               f"{result['reconnects']} reconnects); device now serves {result['model_sha256'][:12]}... "
+               f"({result['status']})")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -97,6 +97,7 @@ def stream_lines(summary: dict, manifest, port: str, baud: int) -> list[str]:
         f"({rate:,.0f} samples/s; {baud} baud carries at most {limit:,.0f} of {features} bytes)",
         f"link: efficiency {summary['link_efficiency']:.3f} (sample bytes / bytes sent), "
         f"{summary['retransmissions']} frames re-sent, {summary['crc_errors']} CRC errors, "
-        f"{summary['resyncs']} re-syncs ({summary['replayed']} warm-up samples replayed)",
+        f"{summary['resyncs']} re-syncs ({summary['replayed']} warm-up samples replayed), "
+        f"{summary['reconnects']} reconnects",
         f"round trip per frame: p50 {summary['rtt_ms_p50']:.1f} ms, p99 {summary['rtt_ms_p99']:.1f} ms",
     ]

@@ -49,8 +49,8 @@ def test_running_a_bundle_does_not_load_tensorflow(built_bundle, tmp_path):
 def test_the_device_agent_loads_numpy_pyserial_and_the_interpreter_only(built_bundle):
     code = (
         "import sys\n"
-        "from firmware_host.agent import DeviceAgent\n"
-        "from firmware_host.link import Link\n"
+        "from firmware_host.link.agent import DeviceAgent\n"
+        "from firmware_host.link.transport import SerialTransport\n"
         "import serial\n"
         f"agent = DeviceAgent({str(built_bundle)!r})\n"
         "assert agent.ready, agent.status\n"

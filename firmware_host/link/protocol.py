@@ -23,8 +23,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-PROTOCOL_VERSION = 2                    # 2: RESULT scores are float32 (6 bytes a verdict, was 10)
+from ..errors import TinyadError
+from ..scoring import Verdicts
+
+# 2: RESULT scores are float32 (6 bytes a verdict, was 10). 3: RESULT items carry the unit score
+# as a uint16 (8 bytes a verdict).
+PROTOCOL_VERSION = 3
 MAGIC = b"TAD"
+SEQ_MASK = 0xFFFFFFFF                   # sequence numbers count modulo 2^32 on both ends
 
 END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
 HEADER = struct.Struct("<BIH")          # type, seq, body length
@@ -46,13 +52,16 @@ E_VERSION, E_SELF_TEST, E_NOT_SYNCED, E_BAD_MESSAGE, E_MODEL, E_BUSY = 1, 2, 3, 
 ERROR_NAMES = {E_VERSION: "version mismatch", E_SELF_TEST: "self-test failed", E_NOT_SYNCED: "not synced",
                E_BAD_MESSAGE: "bad message", E_MODEL: "model push refused", E_BUSY: "busy"}
 
-# RESULT flags
-F_ANOMALY, F_WARMING_UP = 0x01, 0x02
-RESULT_ITEM = struct.Struct("<fBB")     # score (float32), flags, class index: 6 bytes a verdict
+# RESULT flags. F_NO_UNIT: the verdicts carry no unit score at all (``Verdicts.unit_score`` is None);
+# F_UNIT_NAN: this sample's unit score is NaN. Either way the uint16 unit field is 0.
+F_ANOMALY, F_WARMING_UP, F_NO_UNIT, F_UNIT_NAN = 0x01, 0x02, 0x04, 0x08
+# One verdict in a RESULT: score (float32), unit score (uint16), flags, class index; 8 bytes, packed.
+RESULT_ITEM = np.dtype([("score", "<f4"), ("unit", "<u2"), ("flags", "u1"), ("cls", "u1")])
+UNIT_STEPS = 65535                      # a unit score u in [0, 1] travels as round(u * 65535)
 CAPS_FIXED = struct.Struct("<3sBI32sHHdbHIIB")
 
 
-class ProtocolError(Exception):
+class ProtocolError(TinyadError):
     """A frame or message body that does not follow this protocol."""
 
 
@@ -74,18 +83,13 @@ def slip_escape(payload: bytes) -> bytes:
 
 
 def slip_unescape(data: bytes) -> bytes:
-    out = bytearray()
-    i = 0
-    while i < len(data):
-        byte = data[i]
-        if byte == ESC:
-            if i + 1 >= len(data) or data[i + 1] not in (ESC_END, ESC_ESC):
-                raise ProtocolError("bad SLIP escape")
-            out.append(END if data[i + 1] == ESC_END else ESC)
-            i += 2
-        else:
-            out.append(byte)
-            i += 1
+    parts = data.split(bytes([ESC]))
+    out = bytearray(parts[0])
+    for part in parts[1:]:                 # each part follows an ESC, which must escape END or ESC
+        if not part or part[0] not in (ESC_END, ESC_ESC):
+            raise ProtocolError("bad SLIP escape")
+        out.append(END if part[0] == ESC_END else ESC)
+        out += part[1:]
     return bytes(out)
 
 
@@ -93,7 +97,7 @@ def encode(frame: Frame) -> bytes:
     """A frame as the bytes that go on the wire."""
     if len(frame.body) > MAX_BODY:
         raise ValueError(f"frame body of {len(frame.body)} bytes exceeds {MAX_BODY}")
-    payload = HEADER.pack(frame.type, frame.seq & 0xFFFFFFFF, len(frame.body)) + frame.body
+    payload = HEADER.pack(frame.type, frame.seq & SEQ_MASK, len(frame.body)) + frame.body
     payload += CRC.pack(binascii.crc32(payload))
     return bytes([END]) + slip_escape(payload) + bytes([END])
 
@@ -124,23 +128,31 @@ class Decoder:
     _buffer: bytearray = field(default_factory=bytearray)
     _in_frame: bool = False
 
+    def reset(self) -> None:
+        """Forget a partial frame (the port was reopened: its bytes are gone); counts are kept."""
+        self._buffer.clear()
+        self._in_frame = False
+
     def feed(self, data: bytes) -> list[Frame]:
         out = []
-        for byte in data:
-            if byte == END:
-                if self._in_frame and self._buffer:
-                    frame = self._finish(bytes(self._buffer))
-                    if frame is not None:
-                        out.append(frame)
-                self._buffer.clear()
-                self._in_frame = True
-            elif self._in_frame:
-                self._buffer.append(byte)
+        start = 0
+        while True:
+            end = data.find(END, start)
+            if self._in_frame:
+                self._buffer += data[start:] if end < 0 else data[start:end]
                 if len(self._buffer) > 2 * (MAX_BODY + HEADER.size + CRC.size):
-                    self.malformed += 1
+                    self.malformed += 1            # too long for a frame: drop it, wait for an END
                     self._buffer.clear()
                     self._in_frame = False
-        return out
+            if end < 0:
+                return out
+            if self._in_frame and self._buffer:
+                frame = self._finish(bytes(self._buffer))
+                if frame is not None:
+                    out.append(frame)
+            self._buffer.clear()
+            self._in_frame = True
+            start = end + 1
 
     def _finish(self, raw: bytes) -> Frame | None:
         try:
@@ -178,7 +190,7 @@ class Caps:
         status = self.status.encode("utf-8")[:1000]
         return CAPS_FIXED.pack(MAGIC, self.version, self.session, bytes.fromhex(self.model_sha256), self.features,
                                self.window, self.input_scale, self.input_zero_point, self.max_batch, self.credit,
-                               self.next_seq & 0xFFFFFFFF, int(self.ready)) + status
+                               self.next_seq & SEQ_MASK, int(self.ready)) + status
 
     @classmethod
     def unpack(cls, body: bytes) -> "Caps":
@@ -225,23 +237,43 @@ def unpack_data(frame: Frame, features: int) -> np.ndarray:
     return np.frombuffer(frame.body, dtype=np.int8, offset=2).reshape(count, features)
 
 
-def result(first_seq: int, scores, flags, classes) -> Frame:
-    """RESULT: per sample a float32 score, flags (F_ANOMALY, F_WARMING_UP) and a class index."""
-    body = bytearray(struct.pack("<H", len(scores)))
+def result(first_seq: int, verdicts: Verdicts) -> Frame:
+    """RESULT: per sample a float32 score, the unit score as uint16, flags and a class index."""
+    count = len(verdicts.scores)
+    items = np.zeros(count, dtype=RESULT_ITEM)
     with np.errstate(over="ignore"):                 # a score beyond float32's range goes as inf
-        scores32 = np.asarray(scores, dtype=np.float64).astype(np.float32)
-    for score, flag, cls in zip(scores32, flags, classes):
-        body += RESULT_ITEM.pack(float(score), int(flag), int(cls))
-    return Frame(RESULT, first_seq, bytes(body))
+        items["score"] = np.asarray(verdicts.scores, dtype=np.float64).astype(np.float32)
+    flags = np.asarray(verdicts.is_anomaly, dtype=bool) * F_ANOMALY
+    if verdicts.warming_up is not None:
+        flags = flags | np.asarray(verdicts.warming_up, dtype=bool) * F_WARMING_UP
+    if verdicts.unit_score is None:
+        flags = flags | F_NO_UNIT
+    else:
+        unit = np.asarray(verdicts.unit_score, dtype=np.float64)
+        missing = np.isnan(unit)
+        items["unit"] = np.rint(np.clip(np.where(missing, 0.0, unit), 0.0, 1.0) * UNIT_STEPS)
+        flags = flags | missing * F_UNIT_NAN
+    items["flags"] = flags
+    items["cls"] = verdicts.predicted
+    return Frame(RESULT, first_seq, struct.pack("<H", count) + items.tobytes())
 
 
-def unpack_result(frame: Frame) -> list[tuple[float, int, int]]:
+def unpack_result(frame: Frame) -> Verdicts:
+    """A RESULT body back into the device's ``Verdicts``: float32 scores, the unit score exactly
+    (a multiple of 1/65535, NaN or None as the device had it), flags and classes."""
     if len(frame.body) < 2:
         raise ProtocolError("RESULT without a count")
     (count,) = struct.unpack_from("<H", frame.body)
-    if len(frame.body) != 2 + count * RESULT_ITEM.size:
+    if len(frame.body) != 2 + count * RESULT_ITEM.itemsize:
         raise ProtocolError(f"RESULT holds {len(frame.body) - 2} bytes for {count} results")
-    return [RESULT_ITEM.unpack_from(frame.body, 2 + i * RESULT_ITEM.size) for i in range(count)]
+    items = np.frombuffer(frame.body, dtype=RESULT_ITEM, offset=2, count=count)
+    flags = items["flags"]
+    unit = None
+    if not (flags & F_NO_UNIT).all():
+        unit = np.where(flags & F_UNIT_NAN, np.nan, items["unit"] / UNIT_STEPS)
+    return Verdicts(scores=items["score"].astype(np.float64), is_anomaly=(flags & F_ANOMALY) > 0,
+                    predicted=items["cls"].astype(np.int64), warming_up=(flags & F_WARMING_UP) > 0,
+                    unit_score=unit)
 
 
 def ack(seq: int, credit: int = 0) -> Frame:

@@ -1,16 +1,19 @@
 """The device agent: what runs on the Raspberry Pi behind the serial line.
 
 ``DeviceAgent.handle(frame)`` is the whole protocol state machine (frames in, frames out, no
-I/O), so tests can drive it directly; ``serve`` wraps it around a serial port that it reopens
+I/O), so tests can drive it directly; ``serve`` wraps it around a transport that it reopens
 whenever the port goes away. Imports numpy, pyserial and the interpreter loader only.
 
 Guarantees:
 - it serves only a bundle whose model hash matches its manifest and whose golden vectors this
-  machine reproduces; otherwise HELLO and DATA get an ERROR that says why;
+  machine reproduces; otherwise HELLO and DATA get an ERROR that says why. A served bundle that
+  fails either at start-up is replaced by ``<bundle>.previous`` if that one passes both;
 - exactly-once: DATA frames are applied in sample order; a re-sent frame that was already
   applied gets its cached RESULT and does not move the window state again;
 - a model push is written to a staging folder, fsynced, hash-checked and self-tested before it
-  replaces the served bundle by rename; until then, and if anything fails, the old model serves.
+  replaces the served bundle by rename; until then, and if anything fails, the old model serves;
+- only a port error (``PortError``) is survived, by reopening the port. A bug in the handler
+  propagates and ends the process loudly, for systemd to restart it.
 """
 
 from __future__ import annotations
@@ -25,12 +28,11 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
+from ..errors import BundleError, TinyadError
+from ..manifest import GOLDEN_FILE, MANIFEST_FILE, MODEL_FILE
+from ..runner import Detector
 from . import protocol as p
-from .errors import BundleError, TinyadError
-from .manifest import GOLDEN_FILE, MANIFEST_FILE, MODEL_FILE
-from .runner import Detector
+from .transport import PortError, SerialTransport, Transport
 
 DEFAULT_CREDIT = 4096          # bytes of DATA frames in flight: several frames, so the line never idles
 DEFAULT_MAX_BATCH = 256        # samples per DATA frame
@@ -38,6 +40,7 @@ RESULT_CACHE = 256             # recent RESULT frames kept for re-sent DATA
 PUSH_FILES = (MODEL_FILE, MANIFEST_FILE, GOLDEN_FILE)
 
 Log = Callable[[str], None]
+Opener = Callable[[Path], "tuple[Detector | None, str]"]
 
 
 def _quiet(message: str) -> None:
@@ -45,13 +48,17 @@ def _quiet(message: str) -> None:
 
 
 class DeviceAgent:
+    """``open_detector(path) -> (detector or None, status)`` loads and checks a bundle (hash and
+    golden self-test); tests may give a stand-in."""
+
     def __init__(self, bundle: str | os.PathLike, *, credit: int = DEFAULT_CREDIT,
-                 max_batch: int = DEFAULT_MAX_BATCH, log: Log = _quiet, runtime=None):
+                 max_batch: int = DEFAULT_MAX_BATCH, log: Log = _quiet, runtime=None,
+                 open_detector: Opener | None = None):
         self.bundle = Path(bundle)
         self.credit = credit
         self.max_batch = max_batch
         self.log = log
-        self.runtime = runtime
+        self.open_detector = open_detector or (lambda path: _open_detector(path, runtime))
         self.session = random.SystemRandom().randrange(1, 2**32)
         self.detector: Detector | None = None
         self.stream = None
@@ -61,11 +68,30 @@ class DeviceAgent:
         self.push: dict | None = None
         self.samples = 0
         _recover_interrupted_swap(self.bundle, log)
-        self._load()
+        self._start()
 
     # -- model -------------------------------------------------------------------------------
+    def _start(self) -> None:
+        """Serve the bundle; if it fails its hash or self-test and ``<bundle>.previous`` passes
+        both, roll back to the previous one (the failed one is kept as ``<bundle>.broken-<time>``)."""
+        detector, status = self.open_detector(self.bundle)
+        previous = _previous(self.bundle)
+        if detector is None and previous.is_dir():
+            fallback, fallback_status = self.open_detector(previous)
+            if fallback is None:
+                self.log(f"{previous} does not pass either ({fallback_status})")
+            else:
+                fallback.close()
+                broken = _roll_back(self.bundle)
+                self.log(f"{self.bundle} failed its check ({status}); rolled back to {previous}, which passes "
+                         f"(the failed bundle is kept in {broken})")
+                detector, status = self.open_detector(self.bundle)
+        self._serve(detector, status)
+
     def _load(self) -> None:
-        detector, status = _open_detector(self.bundle, self.runtime)
+        self._serve(*self.open_detector(self.bundle))
+
+    def _serve(self, detector: Detector | None, status: str) -> None:
         if self.detector is not None:
             self.detector.close()
         self.detector = detector
@@ -92,9 +118,9 @@ class DeviceAgent:
 
     def _credit(self, features: int) -> int:
         """DATA bytes the host may have in flight. ``credit`` budgets the answers: each sample's
-        RESULT is 10 bytes, more than a narrow sample's DATA, so a 1-feature bundle gets a tenth
-        of the DATA credit a 10-feature one gets and answers never queue for seconds."""
-        return max(512, self.credit * features // max(features, p.RESULT_ITEM.size))
+        RESULT item is 8 bytes, more than a narrow sample's DATA, so a 1-feature bundle gets an
+        eighth of the DATA credit an 8-feature one gets and answers never queue for seconds."""
+        return max(512, self.credit * features // max(features, p.RESULT_ITEM.itemsize))
 
     # -- the state machine -------------------------------------------------------------------
     def handle(self, frame: p.Frame) -> list[p.Frame]:
@@ -145,14 +171,11 @@ class DeviceAgent:
         if len(samples) > self.max_batch:
             return [p.error(p.E_BAD_MESSAGE, f"{len(samples)} samples in one frame, at most {self.max_batch}",
                             frame.seq)]
-        verdicts = self.stream.push(samples)
-        flags = (verdicts.is_anomaly.astype(np.uint8) * p.F_ANOMALY
-                 | verdicts.warming_up.astype(np.uint8) * p.F_WARMING_UP)
-        reply = p.result(frame.seq, verdicts.scores, flags, verdicts.predicted)
+        reply = p.result(frame.seq, self.stream.push(samples))
         self.cache[frame.seq] = reply
         while len(self.cache) > RESULT_CACHE:
             self.cache.popitem(last=False)
-        self.next_seq = (self.next_seq + len(samples)) & 0xFFFFFFFF
+        self.next_seq = (self.next_seq + len(samples)) & p.SEQ_MASK
         self.samples += len(samples)
         return [reply]
 
@@ -210,7 +233,7 @@ class DeviceAgent:
                     handle.flush()
                     os.fsync(handle.fileno())
             # Hash against the manifest and golden-vector self-test, before anything is replaced.
-            candidate, status = _open_detector(staging, self.runtime)
+            candidate, status = self.open_detector(staging)
             if candidate is None:
                 raise BundleError(f"the pushed bundle does not load here: {status}")
             candidate.close()
@@ -221,8 +244,9 @@ class DeviceAgent:
             raise
         self.log(f"model push installed into {self.bundle}")
         self._load()
-        if not self.ready:   # cannot happen after the check above, but never serve nothing silently
-            _roll_back(self.bundle, self.log)
+        if not self.ready and _previous(self.bundle).is_dir():   # cannot happen after the check above
+            broken = _roll_back(self.bundle)
+            self.log(f"rolled back to the previous model; the failed one is in {broken}")
             self._load()
 
 
@@ -249,13 +273,13 @@ def _swap_in(staging: Path, bundle: Path) -> None:
     _fsync_dir(bundle.resolve().parent)
 
 
-def _roll_back(bundle: Path, log: Log) -> None:
-    previous = _previous(bundle)
-    if previous.is_dir():
-        broken = bundle.with_name(bundle.name + f".broken-{int(time.time())}")
-        os.rename(bundle, broken)
-        os.rename(previous, bundle)
-        log(f"rolled back to the previous model; the failed one is in {broken}")
+def _roll_back(bundle: Path) -> Path:
+    """``<bundle>.previous`` becomes ``bundle``; the failed one is kept, renamed: its new path."""
+    broken = bundle.with_name(bundle.name + f".broken-{int(time.time())}")
+    os.rename(bundle, broken)
+    os.rename(_previous(bundle), bundle)
+    _fsync_dir(bundle.resolve().parent)
+    return broken
 
 
 def _recover_interrupted_swap(bundle: Path, log: Log) -> None:
@@ -279,33 +303,40 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def serve(port: str, bundle: str | os.PathLike, *, baud: int = 115200, log: Log = _quiet,
-          stop: Callable[[], bool] = lambda: False, credit: int = DEFAULT_CREDIT,
-          max_batch: int = DEFAULT_MAX_BATCH) -> None:
-    """Serve ``bundle`` on ``port`` until ``stop()`` is true, reopening the port whenever it fails."""
-    from .link import Link
-    from .errors import LinkError
-
-    agent = DeviceAgent(bundle, credit=credit, max_batch=max_batch, log=log)
+def serve(transport: Transport, agent: DeviceAgent, *, log: Log = _quiet,
+          stop: Callable[[], bool] = lambda: False, reopen_every: float = 1.0) -> None:
+    """Answer frames on ``transport`` until ``stop()`` is true. A port error (the port vanished,
+    the host closed it) closes and reopens the same port, every ``reopen_every`` seconds until
+    it is back; any other exception is a bug and propagates."""
+    decoder = p.Decoder()
     waiting_logged = False
     while not stop():
         try:
-            link = Link(port, baud)
-        except LinkError as exc:
+            transport.reopen()
+        except PortError as exc:
             if not waiting_logged:
-                log(f"{exc}; retrying every second")
+                log(f"{exc}; retrying every {reopen_every:g} s")
                 waiting_logged = True
-            time.sleep(1.0)
+            time.sleep(reopen_every)
             continue
         waiting_logged = False
-        log(f"listening on {port} at {baud} baud (protocol {p.PROTOCOL_VERSION}, session {agent.session:08x})")
+        decoder.reset()
+        log(f"listening on {transport.name} (protocol {p.PROTOCOL_VERSION}, session {agent.session:08x})")
         try:
             while not stop():
-                for frame in link.receive(0.2):
-                    for reply in agent.handle(frame):
-                        link.send(reply)
-        except Exception as exc:  # the port vanished (cable pulled, host closed the pty): reopen it
-            log(f"port {port} lost ({type(exc).__name__}: {exc}); reopening")
-            time.sleep(0.5)
-        finally:
-            link.close()
+                for frame in decoder.feed(transport.read(4096, 0.2)):
+                    replies = agent.handle(frame)
+                    if replies:
+                        transport.write(b"".join(p.encode(reply) for reply in replies))
+        except PortError as exc:     # the port vanished (cable pulled, host closed the pty): reopen it
+            log(f"port lost ({exc}); reopening")
+            time.sleep(reopen_every)
+    transport.close()
+
+
+def serve_port(port: str, bundle: str | os.PathLike, *, baud: int = 115200, log: Log = _quiet,
+               stop: Callable[[], bool] = lambda: False, credit: int = DEFAULT_CREDIT,
+               max_batch: int = DEFAULT_MAX_BATCH) -> None:
+    """Serve ``bundle`` on the serial port ``port`` until ``stop()`` is true."""
+    agent = DeviceAgent(bundle, credit=credit, max_batch=max_batch, log=log)
+    serve(SerialTransport(port, baud, open_now=False), agent, log=log, stop=stop)
