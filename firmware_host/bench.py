@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import resource
 import time
@@ -9,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .csv_input import score_csv
 from .interpreter import load_runtime
-from .manifest import FLOAT_MODEL_FILE, MODEL_FILE, load_manifest
+from .manifest import FLOAT_MODEL_FILE, MODEL_FILE, Manifest, load_manifest
 from .runner import Detector, TFLiteModel, run_self_test
 
 
@@ -48,7 +50,7 @@ def bench_model(path: Path, runtime, invokes: int, warmup: int, seed: int) -> di
         interp.invoke()
         timings[i] = time.perf_counter_ns() - start
     start = time.perf_counter()
-    model.invoke_all(rows)
+    model.invoke_all(rows, batched=False)          # one invoke per row; the batched figure follows
     elapsed = time.perf_counter() - start
     return {"file_bytes": path.stat().st_size, "invoke_us_p50": float(np.percentile(timings, 50) / 1e3),
             "invoke_us_p99": float(np.percentile(timings, 99) / 1e3), "invoke_us_mean": float(timings.mean() / 1e3),
@@ -78,6 +80,42 @@ def _batched_throughput(path: Path, runtime, rows: np.ndarray, batch: int) -> fl
     return float(usable / (time.perf_counter() - start))
 
 
+RUN_ROWS = 20_000             # rows of the run measurement (a temporal bundle: a tenth of it)
+
+
+def synthetic_csv(manifest: Manifest, rows: int, seed: int) -> bytes:
+    """A CSV with the bundle's input columns: numbers drawn around the training mean (in the
+    scaler's own space, so log1p features get heavy tails), categories from the build's list."""
+    rng = np.random.default_rng(seed)
+    columns = {}
+    for i, name in enumerate(manifest.features):
+        if name in manifest.one_hot:
+            column = manifest.one_hot[name][0]
+            known = manifest.categories.get(column) or sorted(v for c, v in manifest.one_hot.values() if c == column)
+            columns.setdefault(column, rng.choice(known, size=rows))
+            continue
+        scaled = manifest.scaler.mean[i] + manifest.scaler.std[i] * np.clip(rng.standard_normal(rows), -3, 3)
+        raw = np.sign(scaled) * np.expm1(np.abs(scaled)) if manifest.scaler.log1p[i] else scaled
+        columns[name] = [f"{value:.6g}" for value in raw]
+    names = list(columns)
+    lines = [",".join(names)] + [",".join(cells) for cells in zip(*(columns[n] for n in names))]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def bench_run(detector: Detector, rows: int, seed: int) -> dict:
+    """Rows per second (wall clock and CPU time) of ``tinyad run``'s pipeline, CSV text in and
+    verdict CSV text out (parse, scale, quantize, invoke, score, format), on synthetic rows,
+    start-up excluded."""
+    text = synthetic_csv(detector.manifest, rows, seed)
+    out = io.StringIO()
+    start, cpu = time.perf_counter(), time.process_time()
+    scored, _ = score_csv(detector, io.BytesIO(text), "synthetic", out)
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    # CPU time too: on a shared machine the wall clock also counts other processes' turns.
+    return {"rows": scored, "seconds": elapsed, "rows_per_second": scored / elapsed, "cpu_seconds": cpu,
+            "rows_per_cpu_second": scored / cpu if cpu > 0 else None}
+
+
 def bench_bundle(bundle: str | os.PathLike, invokes: int = 2000, warmup: int = 100, seed: int = 0) -> dict:
     """Both models of a bundle, measured one after the other in this process."""
     bundle = Path(bundle)
@@ -87,7 +125,8 @@ def bench_bundle(bundle: str | os.PathLike, invokes: int = 2000, warmup: int = 1
     # so that neither measured model carries it.
     TFLiteModel(bundle / FLOAT_MODEL_FILE, runtime).invoke_one(
         np.zeros(manifest.input_shape[1:], dtype=np.float32))
-    self_test = run_self_test(Detector(bundle, self_test=False, runtime=runtime))
+    detector = Detector(bundle, self_test=False, runtime=runtime)
+    self_test = run_self_test(detector)
     result = {"bundle": str(bundle), "name": manifest.name, "detector": manifest.detector,
               "interpreter": runtime.describe(), "invokes": invokes,
               "self_test": {"passed": self_test.passed, "max_abs_diff_lsb": self_test.max_abs_diff_lsb,
@@ -100,5 +139,6 @@ def bench_bundle(bundle: str | os.PathLike, invokes: int = 2000, warmup: int = 1
     result["latency_ratio_int8_to_float"] = result["int8"]["invoke_us_p50"] / result["float"]["invoke_us_p50"]
     batched = (result["int8"]["batched_rows_per_second"], result["float"]["batched_rows_per_second"])
     result["batched_throughput_ratio_int8_to_float"] = batched[0] / batched[1] if all(batched) else None
+    result["run"] = bench_run(detector, RUN_ROWS if manifest.window <= 1 else RUN_ROWS // 10, seed)
     result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return result

@@ -82,7 +82,8 @@ def main():
 @click.option("--output", "-o", "output_path", type=click.Path(dir_okay=False), default=None,
               help="Write verdicts to this CSV instead of stdout.")
 @click.option("--skip-self-test", is_flag=True, help="Serve even if this machine fails the golden-vector check (unsafe).")
-@click.option("--batch-rows", default=256, show_default=True, help="Rows read per batch.")
+@click.option("--batch-rows", default=1024, show_default=True,
+              help="Most rows scored per batch (live input is scored as it arrives, never held back).")
 def run(bundle, input_path, output_path, skip_self_test, batch_rows):
     """Score a CSV (or stdin) with a bundle's int8 model: one verdict per input row.
 
@@ -93,26 +94,15 @@ def run(bundle, input_path, output_path, skip_self_test, batch_rows):
     window-1 rows get status `warming_up`. Refuses a bundle whose model hash
     does not match its manifest, or whose golden vectors this machine does not reproduce.
     """
-    from .csv_input import VERDICT_HEADER, open_text, read_batches, verdict_rows
+    from .csv_input import atomic_output, open_text, score_csv
     from .runner import Detector
-
-    from .csv_input import atomic_output
 
     detector = Detector(bundle, self_test=not skip_self_test)
     if skip_self_test:
         click.echo("warning: golden-vector self-test skipped; verdicts are unchecked on this machine", err=True)
     stream, source = open_text(input_path)
-    batches = read_batches(stream, detector.manifest, source, batch_rows)
-    anomalies = rows = 0
-    scorer = detector.stream()
     with atomic_output(output_path) as out:
-        writer = csv.writer(out)
-        writer.writerow(VERDICT_HEADER)
-        for raw in batches:
-            verdicts = scorer.push(detector.prepare(raw))
-            writer.writerows(verdict_rows(rows, verdicts, detector.manifest))
-            rows += len(raw)
-            anomalies += int(verdicts.is_anomaly.sum())
+        rows, anomalies = score_csv(detector, stream, source, out, batch_rows)
     click.echo(f"{rows} rows, {anomalies} anomalies ({detector.runtime.describe()})", err=True)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import itertools
 import math
 import os
 import sys
@@ -19,7 +20,8 @@ import numpy as np
 
 from .errors import DataError
 from .manifest import Manifest
-from .values import CellError, category_cell, located, parse_cell, records
+from .line_blocks import byte_chunks, record_blocks
+from .values import FLOAT32_MAX, CellError, category_cell, located, parse_cell, parse_column, records
 
 
 class FeatureReader:
@@ -46,6 +48,9 @@ class FeatureReader:
             raise DataError(f"{source}: missing input column(s) {', '.join(missing)}; the bundle needs "
                             f"{', '.join(manifest.features)}")
         self.header = header
+        # Per one-hot source column: raw cell bytes -> index into its list of texts (None = missing).
+        self._category_ids: dict[int, dict[bytes, int]] = {}
+        self._category_texts: dict[int, list] = {}
 
     def parse(self, cells: list[str], line: int) -> np.ndarray:
         """One row of exactly ``len(header)`` cells -> its feature values (NaN where missing)."""
@@ -63,12 +68,68 @@ class FeatureReader:
                 raise located(self.source, line, self.header[index], error) from None
         return row
 
+    def parse_fields(self, fields: list[bytes], rows: int) -> np.ndarray:
+        """``rows`` records of ASCII cells, flattened row by row (``len(header)`` each) -> their
+        feature values, column by column. Raises CellError (without a place) for any bad cell:
+        the caller re-reads the block row by row to name the first one."""
+        width = len(self.header)
+        values = np.empty((rows, len(self.columns)), dtype=np.float64)
+        categories = {}
+        for j, (index, one_hot, known) in enumerate(self.columns):
+            cells = fields[index::width]
+            if one_hot is None:
+                values[:, j] = _numbers(cells)
+                continue
+            if index not in categories:
+                categories[index] = self._category_codes(index, cells, known)
+            ids, texts = categories[index]
+            table = np.array([math.nan if text is None else float(text == one_hot) for text in texts])
+            values[:, j] = table[ids]
+        return values
+
+    def _category_codes(self, index: int, cells: list[bytes], known) -> tuple[np.ndarray, list]:
+        """(id per cell, text per id) for a one-hot source column; the ids persist across blocks."""
+        ids = self._category_ids.setdefault(index, {})
+        texts = self._category_texts.setdefault(index, [])
+        found = list(map(ids.get, cells))
+        if None in found:
+            for position, cell in enumerate(cells):
+                if found[position] is None:
+                    if cell not in ids:
+                        text = cell.decode("ascii").strip()
+                        if known is None or text not in known:
+                            text = category_cell(text, known)
+                        ids[cell] = len(texts)
+                        texts.append(text)
+                    found[position] = ids[cell]
+        return np.array(found, dtype=np.intp), texts
+
+
+def _numbers(cells: list[bytes]) -> np.ndarray:
+    """``values.parse_cell`` over a column of ASCII cells: ``float()`` for the common case, the full
+    rule for a cell it refuses or reads beyond float32's range. Raises CellError."""
+    try:
+        values = np.fromiter(map(float, cells), dtype=np.float64, count=len(cells))
+    except ValueError:                     # a word (missing token, boolean) or a bad cell
+        return parse_column([cell.decode("ascii") for cell in cells])
+    for position in np.flatnonzero(~(np.abs(values) <= FLOAT32_MAX)):     # NaN, inf, beyond float32
+        values[position] = parse_cell(cells[position].decode("ascii"))
+    return values
+
 
 def read_batches(stream: TextIO, manifest: Manifest, source: str, batch_rows: int = 256) -> Iterator[np.ndarray]:
     """(rows, features) float arrays of at most ``batch_rows`` rows, in input order.
 
-    The header is checked now, so a missing column is reported before any verdict is written."""
-    reader = csv.reader(stream)
+    Rows are parsed a block at a time as they arrive: a bulk file in large blocks, a pipe in what
+    it holds now (a live row is yielded without waiting for more). A block with a bad cell or row
+    is re-read row by row, so the error names the same line and column as a row-by-row reader;
+    every full batch of rows before it is yielded first. The header is checked now, so a missing
+    column is reported before any verdict is written."""
+    blocks = record_blocks(byte_chunks(stream))
+    first = next(blocks, b"")
+    text = _decode(first, source, 1)
+    lines = io.StringIO(text, newline="")
+    reader = csv.reader(lines)
     try:
         header = next(reader)
     except StopIteration:
@@ -76,18 +137,113 @@ def read_batches(stream: TextIO, manifest: Manifest, source: str, batch_rows: in
     except csv.Error as exc:
         raise DataError(f"{source} line 1: not valid CSV ({exc})") from None
     features = FeatureReader(header, manifest, source)
-    return _batches(records(reader, features.header, source), features, batch_rows)
+    rest = text[lines.tell():].encode("utf-8", "surrogatepass")
+    return _batches(itertools.chain([rest] if rest else [], blocks), features, reader.line_num + 1,
+                    max(int(batch_rows), 1))
 
 
-def _batches(rows, features: FeatureReader, batch_rows: int) -> Iterator[np.ndarray]:
-    batch = []
-    for line, cells in rows:
-        batch.append(features.parse(cells, line))
-        if len(batch) >= batch_rows:
-            yield np.vstack(batch)
-            batch = []
-    if batch:
-        yield np.vstack(batch)
+def _batches(blocks: Iterator[bytes], features: FeatureReader, line: int, batch_rows: int) -> Iterator[np.ndarray]:
+    """Parsed blocks cut into arrays of at most ``batch_rows`` rows; ``line`` is the file line the
+    first block starts on."""
+    yielded = 0
+    for block in blocks:
+        values = _fast_block(block, features)
+        error = None
+        if values is None:
+            values, error, lines = _exact_block(block, features, line)
+            if error is not None:
+                # As a reader of whole batches: the rows before the error up to the last full
+                # batch (counted from the first row) are yielded, the partial batch is not.
+                values = values[:max(0, (yielded + len(values)) // batch_rows * batch_rows - yielded)]
+        else:
+            lines = block.count(b"\n") + (not block.endswith(b"\n"))
+        line += lines
+        for first in range(0, len(values), batch_rows):
+            yield values[first:first + batch_rows]
+        yielded += len(values)
+        if error is not None:
+            raise error
+
+
+def _fast_block(block: bytes, features: FeatureReader) -> np.ndarray | None:
+    """A block's feature values by whole columns, or None when it needs the row-by-row reader: a
+    quote, a non-ASCII byte, a lone carriage return, a row of the wrong width, or a bad cell."""
+    if not block.isascii() or b'"' in block:
+        return None
+    width = len(features.header)
+    if b"\r" in block:
+        if block.count(b"\r") != block.count(b"\r\n"):
+            return None
+        if width == 1:           # a CRLF blank line would pass for a one-cell row
+            block = block.replace(b"\r\n", b"\n")
+        # Else a CRLF line's last cell keeps its "\r": float() and the category rule strip it, and
+        # a blank CRLF line has no commas, so it goes to the row-by-row reader.
+    lines = block.split(b"\n")
+    if not lines[-1]:
+        lines.pop()
+    if not all(lines):
+        lines = [line for line in lines if line]       # blank lines are skipped, as csv.reader does
+    if list(map(bytes.count, lines, itertools.repeat(b","))).count(width - 1) != len(lines):
+        return None
+    fields = b",".join(lines).split(b",") if lines else []
+    try:
+        return features.parse_fields(fields, len(lines))
+    except CellError:
+        return None
+
+
+def _exact_block(block: bytes, features: FeatureReader, line: int) -> tuple[np.ndarray, DataError | None, int]:
+    """A block read row by row with ``csv`` and ``values``: (values of the rows before the first
+    error, that error as a located DataError or None, lines the block spans)."""
+    lines = io.StringIO(_decode(block, features.source, line), newline="")
+    reader = _LineOffset(csv.reader(lines), line - 1)
+    rows, error = [], None
+    try:
+        for number, cells in records(reader, features.header, features.source):
+            rows.append(features.parse(cells, number))
+    except DataError as exc:
+        error = exc
+    values = np.vstack(rows) if rows else np.empty((0, len(features.columns)))
+    return values, error, reader.reader.line_num
+
+
+class _LineOffset:
+    """A csv reader whose ``line_num`` counts from the block's first line in the file."""
+
+    def __init__(self, reader, offset: int):
+        self.reader, self.offset = reader, offset
+
+    def __iter__(self):
+        return iter(self.reader)
+
+    @property
+    def line_num(self) -> int:
+        return self.reader.line_num + self.offset
+
+
+def _decode(block: bytes, source: str, line: int) -> str:
+    try:
+        return block.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        at = line + block.count(b"\n", 0, exc.start)
+        raise DataError(f"{source} line {at}: not UTF-8 text (byte 0x{block[exc.start]:02x})") from None
+
+
+def score_csv(detector, stream: TextIO, source: str, out: TextIO, batch_rows: int = 1024) -> tuple[int, int]:
+    """Every row of a CSV stream through a detector (``runner.Detector``), its verdicts written to
+    ``out`` as ``VERDICT_HEADER`` rows, flushed batch by batch so a live row's verdict goes out
+    as soon as it is scored. Returns (rows, anomalies). Raises DataError at the first bad row."""
+    batches = read_batches(stream, detector.manifest, source, batch_rows)
+    scorer = detector.stream()
+    csv.writer(out).writerow(VERDICT_HEADER)
+    rows = anomalies = 0
+    for raw in batches:
+        verdicts = scorer.push(detector.prepare(raw))
+        out.write(verdict_text(rows, verdicts, detector.manifest))
+        out.flush()
+        rows += len(raw)
+        anomalies += int(verdicts.is_anomaly.sum())
+    return rows, anomalies
 
 
 def open_text(path: str) -> tuple[TextIO, str]:
@@ -126,6 +282,33 @@ def verdict_rows(first_row: int, verdicts, manifest: Manifest) -> list[list]:
             rows.append([first_row + i, "scored", score_text(score), "" if unit is None else unit_text(unit[i]),
                          int(flag), manifest.classes[int(cls)]])
     return rows
+
+
+def verdict_text(first_row: int, verdicts, manifest: Manifest) -> str:
+    """The CSV text ``csv.writer`` makes of ``verdict_rows`` (the same bytes, ``\\r\\n`` line ends),
+    built a column at a time: a block's verdicts cost a few string operations per row."""
+    count = len(verdicts.scores)
+    with np.errstate(over="ignore", invalid="ignore"):      # as score_text: its float32 value
+        scores = np.asarray(verdicts.scores, dtype=np.float64).astype(np.float32).astype(np.float64)
+    score_cells = list(map("{:.6g}".format, scores.tolist()))
+    unit_cells = ([""] * count if verdicts.unit_score is None
+                  else list(map("{:.6f}".format, np.asarray(verdicts.unit_score, dtype=np.float64).tolist())))
+    classes = [_csv_cell(name) for name in manifest.classes]
+    lines = [f"{row},scored,{score},{unit},{flag},{classes[cls]}\r\n" for row, score, unit, flag, cls in
+             zip(range(first_row, first_row + count), score_cells, unit_cells,
+                 np.asarray(verdicts.is_anomaly, dtype=np.int64).tolist(),
+                 np.asarray(verdicts.predicted, dtype=np.int64).tolist())]
+    if verdicts.warming_up is not None:
+        for i in np.flatnonzero(verdicts.warming_up).tolist():
+            lines[i] = f"{first_row + i},warming_up,,,0,\r\n"
+    return "".join(lines)
+
+
+def _csv_cell(text: str) -> str:
+    """One cell as ``csv.writer`` writes it (quoted if it holds a comma, quote or line break)."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow([text])
+    return out.getvalue()
 
 
 def score_text(score: float) -> str:

@@ -80,6 +80,11 @@ def bench_lines(r: dict) -> list[str]:
                  f"{r['weight_ratio_int8_to_float']:.3f}, p50 latency {r['latency_ratio_int8_to_float']:.3f}"
                  + (f", batched throughput {r['batched_throughput_ratio_int8_to_float']:.2f}"
                     if r["batched_throughput_ratio_int8_to_float"] else ""))
+    if "run" in r:
+        run = r["run"]
+        cpu = f" ({run['rows_per_cpu_second']:,.0f} per CPU second)" if run.get("rows_per_cpu_second") else ""
+        lines.append(f"tinyad run pipeline (parse, scale, invoke, score, format): {run['rows_per_second']:,.0f} "
+                     f"rows/s{cpu} over {run['rows']} synthetic rows, start-up excluded")
     lines.append(f"peak RSS of this process: {r['peak_rss_bytes'] / 2**20:.1f} MiB")
     t = r["self_test"]
     lines.append(f"golden self-test: {'passed' if t['passed'] else 'FAILED'} ({t['rows']} rows, max "
