@@ -20,7 +20,12 @@ from .interpreter import Runtime, load_runtime
 from .manifest import GOLDEN_FILE, MODEL_FILE, Manifest, check_model_hash, load_manifest
 from .preprocess import scale_rows
 
-GOLDEN_TOLERANCE_LSB = 1
+# Output LSBs a correct device may differ by. TFLite's int8 softmax and logistic kernels are
+# implementation-specific (lookup tables, exp approximations): ai_edge_litert's aarch64 builtin
+# kernels were measured 1-2 LSB off x86 on a softmax output, never a verdict different, while a
+# kernel that computes wrongly (XNNPACK under QEMU's 'max' CPU) was 156 LSB off. Verdicts on the
+# golden rows must match exactly either way.
+GOLDEN_TOLERANCE_LSB = 2
 
 
 @dataclass

@@ -12,7 +12,7 @@ import numpy as np
 from firmware_host import manifest as mf
 from firmware_host.errors import BundleError
 from firmware_host.interpreter import load_runtime
-from firmware_host.runner import TFLiteModel, model_scores
+from firmware_host.runner import GOLDEN_TOLERANCE_LSB, TFLiteModel, model_scores
 from firmware_host import scoring
 
 
@@ -24,7 +24,7 @@ def golden_vectors(int8_path: Path, x_scaled: np.ndarray, detector: str, thresho
     Spreading over score values rather than ranks puts most golden rows where outputs are not
     saturated -- where a kernel that rounds differently shows it (XNNPACK vs builtin kernels
     differed only on such rows). Rows within 2 % of the score range of the threshold are left
-    out, so a correct device that differs by 1 LSB cannot flip a golden verdict."""
+    out, so a correct device that differs by a few LSB cannot flip a golden verdict."""
     model = TFLiteModel(int8_path, load_runtime())
     scores, outputs, quantized, raw = model_scores(model, x_scaled, detector, 0, params)
     span = float(np.ptp(scores)) or 1.0
@@ -37,7 +37,7 @@ def golden_vectors(int8_path: Path, x_scaled: np.ndarray, detector: str, thresho
     verdicts = scoring.decide(detector, scores[pick], outputs[pick], threshold, 0, params)
     return {"interpreter": model_runtime_name(), "inputs": quantized[pick].tolist(), "outputs": raw[pick].tolist(),
             "scores": scores[pick].tolist(), "is_anomaly": verdicts.is_anomaly.tolist(),
-            "tolerance_lsb": 1}
+            "tolerance_lsb": GOLDEN_TOLERANCE_LSB}
 
 
 def model_runtime_name() -> str:
