@@ -161,15 +161,18 @@ def _sliding_max(x: np.ndarray, width: int) -> np.ndarray:
 
 
 def _out_of_range(values: np.ndarray, ends: np.ndarray, p: dict) -> np.ndarray:
-    """Per row at ``ends``: its sample lies beyond the range of the ``history`` samples before it
-    by more than ``spatial_tolerance`` of that range (and at least ``min_history`` precede it)."""
-    history = int(p["history"])
-    x = values.astype(np.int32)
-    nothing = np.full((history, x.shape[1]), -(1 << 20), np.int32)       # never the max of a window
-    lo = -_sliding_max(np.concatenate((nothing, -x)), history)[ends]    # window of row j: j-history .. j-1
-    hi = _sliding_max(np.concatenate((nothing, x)), history)[ends]
+    """Per row at ``ends`` (consecutive): its sample lies beyond the range of the ``history``
+    samples before it by more than ``spatial_tolerance`` of that range (and at least
+    ``min_history`` precede it)."""
+    history, first = int(p["history"]), int(ends[0])
+    start = max(first - history, 0)                              # the oldest sample any window reads
+    x = values[start:].astype(np.int32)
+    nothing = np.full((history - (first - start), x.shape[1]), -(1 << 20), np.int32)  # never a max
+    rows = ends - first                                          # window of row j: j-history .. j-1
+    lo = -_sliding_max(np.concatenate((nothing, -x)), history)[rows]
+    hi = _sliding_max(np.concatenate((nothing, x)), history)[rows]
     spread = (hi - lo).astype(np.float64) * float(p["spatial_tolerance"])
-    current = x[ends]
+    current = x[ends - start]
     beyond = ((current > hi + spread) | (current < lo - spread)) & (hi > lo)
     return beyond.any(axis=1) & (np.minimum(ends, history) >= int(p["min_history"]))
 
