@@ -20,6 +20,7 @@ BUILD_COMMANDS = {
     "quantize": "toolchain.cli:quantize",
     "verify": "toolchain.cli:verify",
     "compare": "toolchain.cli:compare",
+    "init": "toolchain.cli:init",
 }
 
 

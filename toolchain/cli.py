@@ -235,3 +235,39 @@ def compare(recipe, label, data_root, work, out, rebuild):
     click.echo(f"{loaded.name}: {rows} test rows, {report['split']['method']} split, same rows for every scorer")
     for line in comparison_lines(report["compare"]):
         click.echo("  " + line)
+
+
+@click.command("init")
+@click.option("--csv", "csv_path", required=True, type=click.Path(dir_okay=False),
+              help="The CSV file to build from (a header row naming the columns; .gz is fine)")
+@click.option("--label", default=None, help="Column that says which rows are normal [default: none]")
+@click.option("--time", "time_column", default=None,
+              help="Column holding each row's time [default: found by name or by its dates]")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), default="recipe.toml", show_default=True,
+              help="Recipe file to write")
+@click.option("--force", is_flag=True, help="Replace --out if it exists")
+def init(csv_path, label, time_column, out, force):
+    """Write a starter recipe for your own CSV file, explaining each choice in comments.
+
+    Reads the first rows by tinyad's own cell rules and sorts the columns into kept numbers
+    and yes/no values, excluded identifiers (ids, IP/MAC addresses, constant columns),
+    categories, the label and a time column. Picks a split (time order when there is a time
+    column, else random) and a detector: vae_dnn with a label, ae without, and a label-free
+    lstm with adaptive scoring for one value over time.
+
+    \b
+    Example:
+      tinyad init --csv flows.csv --label is_attack --out flows.toml
+      tinyad build flows.toml --out build/flows
+    """
+    from .starter import inspect_csv, plan_recipe, starter_recipe, write_recipe
+
+    out = Path(out)
+    if out.exists() and not force:     # before reading a large file for nothing
+        raise click.ClickException(f"{out}: already exists; pass --force to replace it, or choose another --out")
+    found = inspect_csv(csv_path, label, time_column)
+    text = starter_recipe(found, out.parent)
+    write_recipe(text, out, force)
+    plan = plan_recipe(found)
+    click.echo(f"wrote {out}: {len(found.kept())} of {len(found.columns)} columns kept, {plan['split']} split, "
+               f"detector {plan['detector']}; next: tinyad build {out}")
