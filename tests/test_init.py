@@ -146,3 +146,29 @@ def test_starter_recipe_builds(tmp_path, shared_data, csv, flags, edits):
     built = CliRunner().invoke(main, ["build", str(out), "--out", str(bundle), "--work", str(tmp_path / "work")])
     assert built.exit_code == 0, built.output
     assert (bundle / "manifest.json").is_file() and f"bundle written to {bundle}" in built.output
+
+
+def test_time_found_by_its_dates_and_ipv6_addresses_excluded(tmp_path):
+    rows = ["seen_at,peer,load,label"] + [f"2024-03-0{1 + i // 24} {i % 24:02d}:15:00,fe80::{i % 5 + 1},"
+                                          f"{i % 11}.25,{int(i == 30)}" for i in range(48)]
+    path = tmp_path / "own.csv"
+    path.write_text("\n".join(rows) + "\n")
+    recipe, text = _written(tmp_path, path, "--label", "label")
+    assert recipe.data.time_column == "seen_at" and recipe.split.method == "probation"
+    assert recipe.detector.kind == "lstm" and recipe.data.exclude == ["peer"]
+    assert "peer: excluded, IP or MAC addresses" in text
+
+
+def test_write_recipe_keeps_the_old_file_when_the_rename_fails(tmp_path, monkeypatch):
+    from toolchain import starter
+
+    out = tmp_path / "recipe.toml"
+    out.write_text("old\n")
+
+    def refuse(source, target):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(starter.os, "replace", refuse)
+    with pytest.raises(OSError):
+        starter.write_recipe("new\n", out, force=True)
+    assert out.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["recipe.toml"]

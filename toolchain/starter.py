@@ -9,7 +9,9 @@ TOML text with a plain-English comment beside every choice. Neither prints.
 from __future__ import annotations
 
 import csv
+import os
 import re
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +25,8 @@ SCAN_ROWS = 200_000              # rows read to draw them from (files are often 
 MAX_CATEGORIES = 20              # text columns with at most this many values are categories (as datasets.py)
 TIME_NAMES = ("time", "timestamp", "ts", "date", "datetime")
 NORMAL_VALUES = ("0", "normal", "benign", "BENIGN", "Normal")    # what the generic loader takes as normal
-_IP = re.compile(r"^\d{1,3}(\.\d{1,3}){3}(:\d+)?$|^[0-9a-fA-F:]*:[0-9a-fA-F:]*:[0-9a-fA-F:]*$")
+# IPv4 (with an optional port), or IPv6: hex groups with "::" or all 8 groups (so 19:19:40 is no address)
+_IP = re.compile(r"^\d{1,3}(\.\d{1,3}){3}(:\d+)?$|^(?=[0-9a-fA-F:]*::|(?:[0-9a-fA-F]{1,4}:){7})[0-9a-fA-F:]+$")
 _MAC = re.compile(r"^([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}$")
 
 
@@ -58,8 +61,6 @@ class Inspection:
 def _sample(path: Path) -> tuple[list[str], list[list[str]]]:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: empty file")
     stream, source = open_text(str(path))
     try:
         with stream:
@@ -258,8 +259,6 @@ def plan_recipe(found: Inspection) -> dict:
 
 
 def _data_lines(found: Inspection, plan: dict, recipe_dir: Path) -> list[str]:
-    import os
-
     where = os.path.relpath(found.path.resolve(), recipe_dir.resolve())
     lines = ["[data]"]
     if plan["loader"] == "csv":
@@ -356,9 +355,6 @@ def _detector_lines(kind: str, found: Inspection) -> list[str]:
 def write_recipe(text: str, out: Path, force: bool = False) -> Path:
     """Write ``text`` to ``out`` atomically (a temporary file in the same folder, then a rename).
     Raises DataError when ``out`` exists and ``force`` is false."""
-    import os
-    import tempfile
-
     out = Path(out)
     if out.exists() and not force:
         raise DataError(f"{out}: already exists; pass --force to replace it, or choose another --out")
