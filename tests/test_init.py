@@ -172,3 +172,11 @@ def test_write_recipe_keeps_the_old_file_when_the_rename_fails(tmp_path, monkeyp
     with pytest.raises(OSError):
         starter.write_recipe("new\n", out, force=True)
     assert out.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["recipe.toml"]
+
+
+def test_label_without_a_known_normal_value_names_the_most_common(tmp_path):
+    rows = ["size,verdict"] + [f"{i % 13},{'bad' if i % 10 == 0 else 'ok'}" for i in range(50)]
+    path = tmp_path / "own.csv"
+    path.write_text("\n".join(rows) + "\n")
+    recipe, text = _written(tmp_path, path, "--label", "verdict")
+    assert recipe.data.normal == "ok" and "no 0/normal/benign value found: check this" in text

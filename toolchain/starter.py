@@ -129,7 +129,7 @@ def _parses_as_time(cells: list[str]) -> bool:
     return not stamps.isna().any()
 
 
-def _classify(name: str, cells: list[str], label: str | None) -> Column:
+def _classify(name: str, cells: list[str]) -> Column:
     present = [c.strip() for c in cells if not is_missing(c)]
     distinct = set(present)
     if not present:
@@ -178,9 +178,9 @@ def _known_set(path: Path, header: list[str]) -> str | None:
 
 
 def inspect_csv(path: str | Path, label: str | None = None, time: str | None = None) -> Inspection:
-    """Read the first ``SAMPLE_ROWS`` rows of ``path`` and judge each column. ``label`` and ``time``
-    name columns chosen by the user; without ``time`` a column is taken as time when its name is one
-    of ``TIME_NAMES`` or its text reads as dates. Raises DataError for a missing, empty or header-less
+    """Judge each column of ``path`` on ``SAMPLE_ROWS`` rows drawn from its first ``SCAN_ROWS``.
+    ``label`` and ``time`` name columns chosen by the user; without ``time`` the first column whose
+    text reads as dates is the time, else one named as in ``TIME_NAMES``. Raises DataError for a missing, empty or header-less
     file or a label/time that is not a column."""
     path = Path(path)
     header, rows = _sample(path)
@@ -210,7 +210,7 @@ def _judge(name: str, cells: dict, found: Inspection) -> Column:
         return Column(name, "time", "the time of each row: it orders the split and is not a feature")
     if _parses_as_time(cells[name]):
         return Column(name, "excluded", f"dates or times too; the split orders rows by '{found.time}'")
-    column = _classify(name, cells[name], found.label)
+    column = _classify(name, cells[name])
     if column.role == "category" and found.label and _label_leaks(column, cells[name], cells[found.label]):
         return Column(name, "excluded", f"each of its values ({', '.join(column.values[:6])}) comes with one "
                                         f"'{found.label}' value only: it restates the label, so the model "
@@ -328,7 +328,7 @@ def starter_recipe(found: Inspection, recipe_dir: Path = Path(".")) -> str:
     out += _detector_lines(plan["detector"], found)
     out += ["", "[threshold]"]
     out += (['method = "f1"                   # the score threshold with the best F1 on validation']
-            if found.label else
+            if found.label and not temporal else
             ['method = "percentile"           # no labels to tune on: flag the top 1 % of normal scores',
              "percentile = 99.0"])
     out += ["", "[quantize]", "representative_rows = 300"]
