@@ -13,7 +13,6 @@ import select
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
