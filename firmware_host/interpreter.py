@@ -64,6 +64,15 @@ class Runtime:
         interpreter.allocate_tensors()
         return interpreter
 
+    @property
+    def batches(self) -> bool:
+        """Whether a model whose input was resized to a batch of rows may be invoked here.
+
+        tflite_runtime 2.14 on aarch64 (emulated Raspberry Pi 4, builtin kernels) dies with a
+        segmentation fault on the first invoke of a resized int8 dense model, which no Python code
+        can catch; so that legacy fallback runtime always goes one row per invoke."""
+        return self.name != "tflite_runtime"
+
     def describe(self) -> str:
         return f"{self.name} {self.version} ({self.kernels} kernels)"
 

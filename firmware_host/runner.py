@@ -60,8 +60,9 @@ class TFLiteModel:
         self.output_dtype = np.dtype(self.output["dtype"])
         self._batched = None          # the resized interpreter, opened on the first block of rows
         # Its input's current batch; -1 where rows go one at a time: a model that refused the resize,
-        # or a float model, whose kernels may sum a batch in another order (int8 sums are exact).
-        self._batched_rows = 0 if self.input_dtype == np.int8 else -1
+        # a float model, whose kernels may sum a batch in another order (int8 sums are exact), or a
+        # runtime that cannot invoke a resized model (see ``Runtime.batches``).
+        self._batched_rows = 0 if self.input_dtype == np.int8 and runtime.batches else -1
 
     def _open(self):
         try:
