@@ -65,6 +65,7 @@ def main():
 
     \b
     Build (needs pip install 'tinyad[train]'):
+      tinyad init --csv my_data.csv --label attack --out my_recipe.toml
       tinyad build models/default.toml --out build/default
     Run (on the device or host; numpy + a TFLite interpreter only):
       tinyad run build/default --input data.csv --output verdicts.csv
