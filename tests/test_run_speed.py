@@ -23,9 +23,10 @@ from firmware_host.csv_input import FeatureReader, read_batches, verdict_rows, v
 from firmware_host.errors import DataError
 from firmware_host.interpreter import load_runtime
 from firmware_host.line_blocks import record_blocks
-from firmware_host.manifest import MODEL_FILE, Manifest, Quantization, Scaler, load_manifest
+from firmware_host.manifest import MODEL_FILE, Manifest, load_manifest
 from firmware_host.runner import TFLiteModel, prepare_rows
 from firmware_host.scoring import Verdicts
+from test_input_rules import _manifest   # a manifest holding just what a CSV reader uses
 from firmware_host.values import records
 
 from conftest import SLICE
@@ -93,16 +94,6 @@ def test_run_verdicts_are_byte_identical_at_batch_1_and_batched(built_bundle, tm
 
 
 # -- block parsing -------------------------------------------------------------------------------
-
-def _manifest(features, one_hot=None, categories=None) -> Manifest:
-    """The fields a CSV reader uses; the model fields are placeholders no test reads."""
-    n = len(features)
-    return Manifest(name="t", detector="ae", features=features,
-                    scaler=Scaler([0.0] * n, [False] * n, [0.0] * n, [1.0] * n, 6.0),
-                    input_quantization=Quantization(1.0, 0), output_quantization=Quantization(1.0, 0),
-                    threshold=0.0, classes=["normal", "anomaly"], normal_class="normal", sha256="",
-                    input_shape=[1, n], output_shape=[1, n], one_hot=one_hot or {}, categories=categories or {})
-
 
 SDN = _manifest(["pktcount", "bytecount", "dur", "Protocol_UDP", "Protocol_TCP"],
                 {"Protocol_UDP": ["Protocol", "UDP"], "Protocol_TCP": ["Protocol", "TCP"]},
