@@ -229,13 +229,15 @@ def _decode(block: bytes, source: str, line: int) -> str:
         raise DataError(f"{source} line {at}: not UTF-8 text (byte 0x{block[exc.start]:02x})") from None
 
 
-def score_csv(detector, stream: TextIO, source: str, out: TextIO, batch_rows: int = 1024) -> tuple[int, int]:
+def score_csv(detector, stream: TextIO, source: str, out: TextIO, batch_rows: int = 1024,
+              explain: int = 0) -> tuple[int, int]:
     """Every row of a CSV stream through a detector (``runner.Detector``), its verdicts written to
     ``out`` as ``VERDICT_HEADER`` rows, flushed batch by batch so a live row's verdict goes out
-    as soon as it is scored. Returns (rows, anomalies). Raises DataError at the first bad row."""
+    as soon as it is scored. ``explain`` > 0 adds a ``why`` column naming that many features per
+    flagged row. Returns (rows, anomalies). Raises DataError at the first bad row."""
     batches = read_batches(stream, detector.manifest, source, batch_rows)
-    scorer = detector.stream()
-    csv.writer(out).writerow(VERDICT_HEADER)
+    scorer = detector.stream(explain)
+    csv.writer(out).writerow(verdict_header(explain > 0))
     rows = anomalies = 0
     for raw in batches:
         verdicts = scorer.push(detector.prepare(raw))
@@ -264,6 +266,17 @@ def open_text(path: str) -> tuple[TextIO, str]:
 VERDICT_HEADER = ["row", "status", "score", "unit_score", "is_anomaly", "class"]
 
 
+def verdict_header(explain: bool = False) -> list[str]:
+    """The verdict file's columns: ``VERDICT_HEADER``, and ``why`` last when --explain asked for it."""
+    return VERDICT_HEADER + ["why"] if explain else VERDICT_HEADER
+
+
+def why_text(reasons: list) -> str:
+    """A ``why`` cell: ``name:value`` pairs joined by ``;``, most important first, values with 3
+    decimals (multiples of 1/255 stay distinct); empty for a row that was not flagged."""
+    return ";".join(f"{name}:{value:.3f}" for name, value in reasons)
+
+
 def verdict_rows(first_row: int, verdicts, manifest: Manifest) -> list[list]:
     """CSV rows (row id, status, raw score, unit score, 0/1, class name) for one batch of verdicts.
 
@@ -281,6 +294,9 @@ def verdict_rows(first_row: int, verdicts, manifest: Manifest) -> list[list]:
         else:
             rows.append([first_row + i, "scored", score_text(score), "" if unit is None else unit_text(unit[i]),
                          int(flag), manifest.classes[int(cls)]])
+    if verdicts.why is not None:
+        for row, reasons in zip(rows, verdicts.why):
+            row.append(why_text(reasons))
     return rows
 
 
@@ -301,6 +317,9 @@ def verdict_text(first_row: int, verdicts, manifest: Manifest) -> str:
     if verdicts.warming_up is not None:
         for i in np.flatnonzero(verdicts.warming_up).tolist():
             lines[i] = f"{first_row + i},warming_up,,,0,\r\n"
+    if verdicts.why is not None:
+        lines = [f"{line[:-2]},{_csv_cell(why_text(reasons)) if reasons else ''}\r\n"
+                 for line, reasons in zip(lines, verdicts.why)]
     return "".join(lines)
 
 

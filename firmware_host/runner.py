@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import adaptive, quant, scoring
+from . import adaptive, explain, quant, scoring
 from .errors import BundleError, SelfTestError
 from .interpreter import Runtime, load_runtime
 from .manifest import GOLDEN_FILE, MODEL_FILE, Manifest, check_model_hash, load_manifest
@@ -196,9 +196,18 @@ class Detector:
         verdicts, _ = self.predict_prepared(self.prepare(raw_rows))
         return verdicts
 
-    def stream(self) -> "Stream":
-        """A fresh per-sample stream (ring buffer of the last ``window`` samples) over this model."""
-        return Stream(self)
+    def explain(self, inputs: np.ndarray, outputs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k features that explain each row's score, from int8 model inputs and raw int8
+        outputs: (indices, values in 1/255 steps), as ``explain.explain`` defines them."""
+        m = self.manifest
+        inputs = quant.dequantize(inputs, m.input_quantization.scale, m.input_quantization.zero_point)
+        outputs = quant.dequantize(outputs, m.output_quantization.scale, m.output_quantization.zero_point)
+        return explain.explain(m.detector, inputs, outputs, m.score_params, len(m.features), m.scaler.clip, k)
+
+    def stream(self, explain: int = 0) -> "Stream":
+        """A fresh per-sample stream (ring buffer of the last ``window`` samples) over this model;
+        ``explain`` > 0 names that many features behind each flagged verdict (``Verdicts.why``)."""
+        return Stream(self, explain)
 
 
 class Stream:
@@ -212,8 +221,9 @@ class Stream:
     keeps one of these per connection; ``tinyad run`` keeps one per input file.
     """
 
-    def __init__(self, detector: Detector):
+    def __init__(self, detector: Detector, explain: int = 0):
         self.detector = detector
+        self.explain = explain          # features named per flagged verdict; 0: none (why is None)
         self.window = int(detector.manifest.window)
         self.width = len(detector.manifest.features)
         self.buffer = np.zeros((self.window, self.width), dtype=np.int8)
@@ -227,14 +237,28 @@ class Stream:
             self.adaptive.reset()
 
     def _scored(self, windows: np.ndarray) -> scoring.Verdicts:
-        verdicts, outputs = self.detector.predict_prepared(windows)
-        if self.adaptive is None:
-            return verdicts
-        unit, flags = self.adaptive.push(verdicts.scores, windows)
-        m = self.detector.manifest
-        outputs = quant.dequantize(outputs, m.output_quantization.scale, m.output_quantization.zero_point)
-        return scoring.flagged_verdicts(m.detector, verdicts.scores, flags, outputs, self.detector.normal_index,
-                                        m.score_params, unit)
+        verdicts, raw = self.detector.predict_prepared(windows)
+        if self.adaptive is not None:
+            unit, flags = self.adaptive.push(verdicts.scores, windows)
+            m = self.detector.manifest
+            outputs = quant.dequantize(raw, m.output_quantization.scale, m.output_quantization.zero_point)
+            verdicts = scoring.flagged_verdicts(m.detector, verdicts.scores, flags, outputs,
+                                                self.detector.normal_index, m.score_params, unit)
+        if self.explain:
+            verdicts.why = self._why(windows, raw, verdicts.is_anomaly)
+        return verdicts
+
+    def _why(self, windows: np.ndarray, raw: np.ndarray, flagged: np.ndarray) -> list[list]:
+        """``Verdicts.why`` for scored rows: only flagged rows are explained (the others get [])."""
+        rows = np.flatnonzero(flagged)
+        indices = np.zeros((len(flagged), 1), dtype=np.int64)
+        values = np.zeros((len(flagged), 1), dtype=np.uint8)
+        if len(rows):
+            some_indices, some_values = self.detector.explain(windows[rows], raw[rows], self.explain)
+            indices = np.zeros((len(flagged), some_indices.shape[1]), dtype=np.int64)
+            values = np.zeros((len(flagged), some_indices.shape[1]), dtype=np.uint8)
+            indices[rows], values[rows] = some_indices, some_values
+        return explain.named(indices, values, flagged, self.detector.manifest.features)
 
     def push(self, inputs: np.ndarray) -> scoring.Verdicts:
         inputs = np.asarray(inputs, dtype=np.int8).reshape(-1, self.width)
@@ -256,6 +280,7 @@ class Stream:
         predicted = np.full(n, self.detector.normal_index, dtype=np.int64)
         warming = np.ones(n, dtype=bool)
         unit = np.zeros(n) if self.adaptive is not None else None
+        why = [[] for _ in range(n)] if self.explain else None
         if windows:
             verdicts = self._scored(np.stack(windows))
             scores[positions] = verdicts.scores
@@ -264,8 +289,11 @@ class Stream:
             warming[positions] = False
             if unit is not None:
                 unit[positions] = verdicts.unit_score
+            if why is not None:
+                for position, reasons in zip(positions, verdicts.why):
+                    why[position] = reasons
         return scoring.Verdicts(scores=scores, is_anomaly=flags, predicted=predicted, warming_up=warming,
-                                unit_score=unit)
+                                unit_score=unit, why=why)
 
 
 def replay_length(manifest: Manifest) -> int:

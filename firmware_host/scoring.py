@@ -32,6 +32,11 @@ class Verdicts:
     # float64 in [0, 1], comparable across bundles (the adaptive anomaly level), or None where the
     # bundle has none. Always a multiple of 1/65535, so the serial link carries it exactly as uint16.
     unit_score: np.ndarray | None = None
+    # Why each row was flagged (``explain.py``), or None when nobody asked: per row a list of
+    # [feature name, value], most important first, for flagged rows only (others []). The value
+    # is the feature's share of the score in [0, 1] (``ae``, ``lstm``, ``ae_lstm``, forecasting
+    # ``cnn_lstm_attn``), or |z| / clip of its scaled input (softmax models); a multiple of 1/255.
+    why: list | None = None
 
 
 def reconstruction_error(residual: np.ndarray) -> np.ndarray:
