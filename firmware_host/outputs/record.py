@@ -1,0 +1,101 @@
+"""One verdict as a JSON object, the record every verdict output shares (JSON lines, MQTT).
+
+A record holds, in this order:
+
+- ``row``: the input row number (0 = the first row after the header), as in the CSV;
+- ``time``: the row's time cell, as text, when the input has a time column (see
+  ``csv_input.time_column``), and absent otherwise;
+- ``status``: ``scored``, or ``warming_up`` for a temporal bundle's first window-1 rows;
+- ``score``: the detector's raw score in its own units, the CSV's 6 significant digits of its
+  float32 value (null while warming up);
+- ``unit_score``: the adaptive anomaly level in [0, 1], null for a bundle without adaptive scoring
+  and while warming up;
+- ``is_anomaly``: the verdict, true or false;
+- ``class``: the predicted class name (null while warming up);
+- ``model_sha256``: the hash of the int8 model that gave the verdict;
+- ``why``: only when the verdicts carry an explanation (``Verdicts.why``): the features that
+  made the row stand out, most important first, as ``[name, value]`` pairs.
+
+``jsonl_text`` builds a block's lines a column at a time (a few string operations per row), so a
+bulk file's JSON lines cost about what its CSV costs; ``records`` gives the same objects as dicts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+from ..csv_input import score_text, unit_text
+
+
+def jsonl_text(first_row: int, verdicts, manifest, times: list[str] | None = None) -> str:
+    """The JSON lines (each ending in ``\\n``) of one block of verdicts, rows ``first_row`` on.
+    ``times`` holds each row's time cell, or is None where the input has no time column."""
+    count = len(verdicts.scores)
+    if count == 0:
+        return ""
+    with np.errstate(over="ignore", invalid="ignore"):      # as score_text: its float32 value
+        scores = np.asarray(verdicts.scores, dtype=np.float64).astype(np.float32).astype(np.float64)
+    score_cells = [text if math.isfinite(value) else "null"
+                   for value, text in zip(scores.tolist(), map("{:.6g}".format, scores.tolist()))]
+    unit_cells = (["null"] * count if verdicts.unit_score is None
+                  else list(map("{:.6f}".format, np.asarray(verdicts.unit_score, dtype=np.float64).tolist())))
+    classes = [json.dumps(name) for name in manifest.classes]
+    flags = ["true" if flag else "false" for flag in np.asarray(verdicts.is_anomaly, dtype=bool).tolist()]
+    time_cells = [""] * count if times is None else [f',"time":{cell}' for cell in map(json.dumps, times)]
+    why = getattr(verdicts, "why", None)
+    why_cells = [""] * count if why is None else [f',"why":{_why_json(entry)}' for entry in why]
+    tail = f',"model_sha256":"{manifest.sha256}"'
+    lines = [f'{{"row":{row}{time},"status":"scored","score":{score},"unit_score":{unit},'
+             f'"is_anomaly":{flag},"class":{classes[cls]}{tail}{explained}}}\n'
+             for row, time, score, unit, flag, cls, explained in
+             zip(range(first_row, first_row + count), time_cells, score_cells, unit_cells, flags,
+                 np.asarray(verdicts.predicted, dtype=np.int64).tolist(), why_cells)]
+    if verdicts.warming_up is not None:
+        for i in np.flatnonzero(verdicts.warming_up).tolist():
+            lines[i] = (f'{{"row":{first_row + i}{time_cells[i]},"status":"warming_up","score":null,'
+                        f'"unit_score":null,"is_anomaly":false,"class":null{tail}{why_cells[i]}}}\n')
+    return "".join(lines)
+
+
+def records(first_row: int, verdicts, manifest, times: list[str] | None = None) -> list[dict]:
+    """The records of one block of verdicts as dicts (what ``json.loads`` gives for each line of
+    ``jsonl_text``), built one row at a time: for a reader, and to check the bulk text against."""
+    warming = verdicts.warming_up if verdicts.warming_up is not None else np.zeros(len(verdicts.scores), bool)
+    why = getattr(verdicts, "why", None)
+    out = []
+    for i, score in enumerate(np.asarray(verdicts.scores, dtype=np.float64).tolist()):
+        record: dict = {"row": first_row + i}
+        if times is not None:
+            record["time"] = times[i]
+        scored = not warming[i]
+        value = float(score_text(score)) if scored else math.nan
+        record.update({
+            "status": "scored" if scored else "warming_up",
+            "score": value if math.isfinite(value) else None,
+            "unit_score": float(unit_text(verdicts.unit_score[i])) if scored and verdicts.unit_score is not None
+            else None,
+            "is_anomaly": bool(verdicts.is_anomaly[i]) and scored,
+            "class": manifest.classes[int(verdicts.predicted[i])] if scored else None,
+            "model_sha256": manifest.sha256,
+        })
+        if why is not None:
+            record["why"] = json.loads(_why_json(why[i]))
+        out.append(record)
+    return out
+
+
+def _why_json(entry) -> str:
+    """One row's explanation (a list of [feature name, value] pairs, or None) as JSON; numpy
+    numbers become plain JSON numbers, a value that is not finite (a missing cell) null."""
+    if entry is None:
+        return "null"
+    pairs = [[str(name), _number(value)] for name, value in entry]
+    return json.dumps(pairs, separators=(",", ":"), allow_nan=False)
+
+
+def _number(value) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
