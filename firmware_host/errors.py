@@ -36,3 +36,8 @@ class InterpreterUnavailable(TinyadError):
 
 class LinkError(TinyadError):
     """The serial link failed: no port, no answer, a refusing device, or retries exhausted."""
+
+
+class OutputError(TinyadError):
+    """A verdict output failed: a JSON-lines file not writable, an MQTT broker unreachable or
+    not acknowledging what was published."""
