@@ -48,6 +48,10 @@ class FeatureReader:
             raise DataError(f"{source}: missing input column(s) {', '.join(missing)}; the bundle needs "
                             f"{', '.join(manifest.features)}")
         self.header = header
+        # The time column's index when the caller asked for time cells (``read_batches(with_time=True)``),
+        # and the cells of the rows parsed since ``take_times`` last took them.
+        self.time_index: int | None = None
+        self._times: list[str] = []
         # Per one-hot source column: raw cell bytes -> index into its list of texts (None = missing).
         self._category_ids: dict[int, dict[bytes, int]] = {}
         self._category_texts: dict[int, list] = {}
@@ -66,6 +70,8 @@ class FeatureReader:
                     row[j] = math.nan if text is None else (1.0 if text == one_hot else 0.0)
             except CellError as error:
                 raise located(self.source, line, self.header[index], error) from None
+        if self.time_index is not None:
+            self._times.append(cells[self.time_index].strip())
         return row
 
     def parse_fields(self, fields: list[bytes], rows: int) -> np.ndarray:
@@ -85,7 +91,14 @@ class FeatureReader:
             ids, texts = categories[index]
             table = np.array([math.nan if text is None else float(text == one_hot) for text in texts])
             values[:, j] = table[ids]
+        if self.time_index is not None:
+            self._times.extend(cell.decode("ascii").strip() for cell in fields[self.time_index::width])
         return values
+
+    def take_times(self) -> list[str]:
+        """The time cells of the rows parsed since the last call, in order."""
+        times, self._times = self._times, []
+        return times
 
     def _category_codes(self, index: int, cells: list[bytes], known) -> tuple[np.ndarray, list]:
         """(id per cell, text per id) for a one-hot source column; the ids persist across blocks."""
@@ -117,14 +130,16 @@ def _numbers(cells: list[bytes]) -> np.ndarray:
     return values
 
 
-def read_batches(stream: TextIO, manifest: Manifest, source: str, batch_rows: int = 256) -> Iterator[np.ndarray]:
+def read_batches(stream: TextIO, manifest: Manifest, source: str, batch_rows: int = 256,
+                 with_time: bool = False) -> Iterator[np.ndarray]:
     """(rows, features) float arrays of at most ``batch_rows`` rows, in input order.
 
     Rows are parsed a block at a time as they arrive: a bulk file in large blocks, a pipe in what
     it holds now (a live row is yielded without waiting for more). A block with a bad cell or row
     is re-read row by row, so the error names the same line and column as a row-by-row reader;
     every full batch of rows before it is yielded first. The header is checked now, so a missing
-    column is reported before any verdict is written."""
+    column is reported before any verdict is written. With ``with_time`` it yields (values, time
+    cells) pairs instead: each row's ``time_column`` cell as text, or None for an input without one."""
     blocks = record_blocks(byte_chunks(stream))
     first = next(blocks, b"")
     text = _decode(first, source, 1)
@@ -137,9 +152,40 @@ def read_batches(stream: TextIO, manifest: Manifest, source: str, batch_rows: in
     except csv.Error as exc:
         raise DataError(f"{source} line 1: not valid CSV ({exc})") from None
     features = FeatureReader(header, manifest, source)
+    if with_time:
+        features.time_index = time_column(features.header, manifest)
     rest = text[lines.tell():].encode("utf-8", "surrogatepass")
-    return _batches(itertools.chain([rest] if rest else [], blocks), features, reader.line_num + 1,
-                    max(int(batch_rows), 1))
+    batches = _batches(itertools.chain([rest] if rest else [], blocks), features, reader.line_num + 1,
+                       max(int(batch_rows), 1))
+    return _with_times(batches, features) if with_time else batches
+
+
+def time_column(header: list[str], manifest: Manifest) -> int | None:
+    """The index of the input's time column, whose cells verdict records carry as ``time``: the
+    recipe's ``[data] time_column`` if the header has it, else the first column named ``time`` or
+    ``timestamp`` (any case); None if there is neither."""
+    wanted = (manifest.recipe.get("data") or {}).get("time_column")
+    if wanted and wanted in header:
+        return header.index(wanted)
+    names = [name.lower() for name in header]
+    for name in ("time", "timestamp"):
+        if name in names:
+            return names.index(name)
+    return None
+
+
+def _with_times(batches: Iterator[np.ndarray], features: FeatureReader) -> Iterator[tuple]:
+    """(values, time cells or None) per batch. ``_batches`` parses a block before it yields the
+    block's first batch, and yields only rows it parsed, in order, so the cells line up."""
+    times: list[str] = []
+    for values in batches:
+        if features.time_index is None:
+            yield values, None
+            continue
+        if len(times) < len(values):
+            times += features.take_times()
+        yield values, times[:len(values)]
+        del times[:len(values)]
 
 
 def _batches(blocks: Iterator[bytes], features: FeatureReader, line: int, batch_rows: int) -> Iterator[np.ndarray]:
@@ -229,20 +275,27 @@ def _decode(block: bytes, source: str, line: int) -> str:
         raise DataError(f"{source} line {at}: not UTF-8 text (byte 0x{block[exc.start]:02x})") from None
 
 
-def score_csv(detector, stream: TextIO, source: str, out: TextIO, batch_rows: int = 1024,
-              explain: int = 0) -> tuple[int, int]:
+def score_csv(detector, stream: TextIO, source: str, out: TextIO | None, batch_rows: int = 1024,
+              explain: int = 0, outputs=None) -> tuple[int, int]:
     """Every row of a CSV stream through a detector (``runner.Detector``), its verdicts written to
     ``out`` as ``VERDICT_HEADER`` rows, flushed batch by batch so a live row's verdict goes out
     as soon as it is scored. ``explain`` > 0 adds a ``why`` column naming that many features per
-    flagged row. Returns (rows, anomalies). Raises DataError at the first bad row."""
-    batches = read_batches(stream, detector.manifest, source, batch_rows)
+    flagged row. ``out`` None writes no CSV; ``outputs`` (``outputs.VerdictOutputs``: JSON lines,
+    MQTT) gets every block too, with each row's time cell. Returns (rows, anomalies). Raises
+    DataError at the first bad row."""
+    batches = read_batches(stream, detector.manifest, source, batch_rows, with_time=bool(outputs))
     scorer = detector.stream(explain)
-    csv.writer(out).writerow(verdict_header(explain > 0))
+    if out is not None:
+        csv.writer(out).writerow(verdict_header(explain > 0))
     rows = anomalies = 0
-    for raw in batches:
+    for batch in batches:
+        raw, times = batch if outputs else (batch, None)
         verdicts = scorer.push(detector.prepare(raw))
-        out.write(verdict_text(rows, verdicts, detector.manifest))
-        out.flush()
+        if out is not None:
+            out.write(verdict_text(rows, verdicts, detector.manifest))
+            out.flush()
+        if outputs:
+            outputs.write(rows, verdicts, times)
         rows += len(raw)
         anomalies += int(verdicts.is_anomaly.sum())
     return rows, anomalies
