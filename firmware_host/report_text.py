@@ -59,6 +59,9 @@ def manifest_lines(m: Manifest, interpreter_here: str) -> list[str]:
     if agree:
         lines.append(f"  int8 vs float: verdict agreement {agree['verdict_agreement']:.4f}, "
                      f"score rank correlation {agree['score_rank_correlation']:.4f}")
+    teacher = m.metrics.get("teacher")
+    if teacher:      # a distilled bundle: the XGBoost teacher it learned from, on the same test rows
+        lines.append(f"  {teacher_line(teacher)}")
     for name in ("float", "int8"):
         w = m.metrics.get(name, {}).get("windows")
         if w:
@@ -66,6 +69,12 @@ def manifest_lines(m: Manifest, interpreter_here: str) -> list[str]:
             lines.append(f"  labelled windows, {name}: {w['detected']}/{w['windows_scored']} detected, "
                          f"{w['false_alarms_per_1000']:.2f} false alarms per 1000 points{delay}{_nab(w)}")
     return lines
+
+
+def teacher_line(t: dict) -> str:
+    """One line on a distilled model's teacher: its test F1 and how often int8 agrees with it."""
+    return (f"distilled from {t['teacher']}: teacher F1 {t['f1']:.4f}; int8 verdicts agree with the teacher's "
+            f"on {100 * t['int8_agreement']:.2f} % of {t['rows']} test rows (float {100 * t['float_agreement']:.2f} %)")
 
 
 def bench_lines(r: dict) -> list[str]:

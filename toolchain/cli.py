@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from firmware_host.report_text import metrics_table
+from firmware_host.report_text import metrics_table, teacher_line
 
 
 class Progress:
@@ -88,6 +88,8 @@ def _echo_verify(report: dict) -> None:
                f"(gate {100 * report['max_f1_drop']:.2f} pt)")
     for gate in report.get("gates", []):
         click.echo(f"  gate {gate['gate']:<12} {'pass' if gate['passed'] else 'FAIL'}: {gate['text']}")
+    if "teacher" in report:
+        click.echo(f"  {teacher_line(report['teacher'])}")
 
 
 @click.command("build")
@@ -131,6 +133,8 @@ def build(recipe, label, data_root, work, out):
                    f"F1 {m['float']['f1']:.4f}; XGBoost accuracy {xgb['accuracy']:.4f} F1 {xgb['f1']:.4f}")
         for gate in other["verify"].get("gates", []):
             click.echo(f"  gate {gate['gate']:<12} {'pass' if gate['passed'] else 'FAIL'}: {gate['text']}")
+        if "teacher" in other["verify"]:
+            click.echo(f"  {teacher_line(other['verify']['teacher'])}")
     q = report["quantize"]
     click.echo(f"int8 model {q['size_bytes']['int8']} B (float {q['size_bytes']['float']} B), weight bytes ratio "
                f"{q['weight_ratio']:.3f}; ops: {', '.join(sorted(set(q['ops'])))}")

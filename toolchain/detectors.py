@@ -93,7 +93,8 @@ def train_autoencoder(x_train, x_val, spec: DetectorSpec, seed: int, progress: P
 def train_vae_dnn(x_train, y_train, x_val, y_val, n_classes: int, spec: DetectorSpec, seed: int,
                   progress: Progress | None = None) -> Trained:
     """VAE on every training row, then a DNN softmax classifier on the frozen encoder's latent mean
-    (the SDN DDoS paper's method: XGBoost top-k features, VAE, DNN, Adam)."""
+    (the SDN DDoS paper's method: XGBoost top-k features, VAE, DNN, Adam). ``y_train`` and ``y_val``:
+    class indices, or both (rows, n_classes) target distributions (distillation's soft targets)."""
     tf, keras = import_tf()
     seed_everything(seed)
     n_features = x_train.shape[1]
@@ -122,8 +123,11 @@ def train_vae_dnn(x_train, y_train, x_val, y_val, n_classes: int, spec: Detector
     c = _dense_stack(keras, encoder(inputs), spec.classifier, spec.activation, spec.dropout, "classifier")
     probabilities = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")(c)
     classifier = keras.Model(inputs, probabilities, name="vae_dnn")
+    # Class indices, or (distillation) one target distribution per row: a teacher's blended probabilities.
+    soft = np.ndim(y_train) == 2
     classifier.compile(optimizer=keras.optimizers.Adam(spec.learning_rate),
-                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+                       loss="categorical_crossentropy" if soft else "sparse_categorical_crossentropy",
+                       metrics=["accuracy"])
     history["dnn"] = _fit(keras, classifier, x_train, y_train, x_val, y_val, spec, spec.classifier_epochs,
                           "train dnn", progress)
     return Trained(model=classifier, history=history, parameters=int(classifier.count_params()))

@@ -27,7 +27,7 @@ from firmware_host import manifest as mf
 from firmware_host.errors import RecipeError
 from firmware_host.interpreter import load_runtime
 
-from . import baselines, metrics, remedies
+from . import baselines, distill, metrics, remedies
 from . import features as feats
 from .bundle import check_destination, golden_vectors, write_bundle
 from .compare import comparison_rows, detector_latency, nab_cell, nab_corpus_lines, series_nab
@@ -120,6 +120,9 @@ def stage_train(recipe: Recipe, data_root: Path, work: Path, progress=None) -> d
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="You are saving your model as an HDF5 file")
         trained.model.save(work / KERAS_MODEL)
+    (work / distill.TEACHER_FILE).unlink(missing_ok=True)   # a teacher from an earlier run must not linger
+    if trained.teacher is not None:
+        trained.teacher.save(work)
     info = {"features": trained.features, "scaler": trained.scaler.__dict__, "threshold_float": trained.threshold_float,
             "parameters": trained.parameters, "history": trained.history, "window": trained.window,
             "score_params": trained.score_params, "fit": trained.fit}
@@ -133,9 +136,11 @@ def _load_trained(work: Path) -> TrainResult:
     info = _read_json(work, TRAIN_JSON, "train")
     _, keras = import_tf()
     model = keras.models.load_model(work / KERAS_MODEL, compile=False)
+    fit = info.get("fit", {})
+    teacher = distill.load_teacher(work, fit["distillation"]["classes"]) if "distillation" in fit else None
     return TrainResult(model, mf.Scaler(**info["scaler"]), info["features"], info["threshold_float"],
                        info["parameters"], info["history"], info.get("window", 1), info.get("score_params", {}),
-                       info.get("fit", {}))
+                       fit, teacher)
 
 
 # -- quantize ----------------------------------------------------------------------------------
@@ -235,7 +240,8 @@ def build(recipe: Recipe, data_root: Path, out: Path, work: Path, progress=None)
     trained = _load_trained(work)
     report = {"recipe": recipe.to_dict(), "data": _data_summary(prep), "split": prep.split, "features": features,
               "train": {"parameters": train_info["parameters"], "epochs_run": _epochs_run(train_info["history"]),
-                        "window": train_info.get("window", 1), "score_fit": train_info.get("fit", {})},
+                        "window": train_info.get("window", 1), "score_fit": train_info.get("fit", {}),
+                        "distillation": train_info.get("fit", {}).get("distillation")},
               "quantize": quant_info, "verify": verify_report,
               "baselines": baselines.run_all(prep, trained, recipe), "splits": {}}
     for method in recipe.split.also_report:
@@ -288,7 +294,8 @@ def _manifest(recipe, prep, trained, quant_info, verify_report, work) -> mf.Mani
         adaptive=verify_report["adaptive"]["params"]["int8"] if "adaptive" in verify_report else {},
         metrics={"float": _headline(models["float"]), "int8": _headline(models["int8"]),
                  "keras": _headline(models["keras"]), "int8_vs_float": verify_report["int8_vs_float"],
-                 "gates": verify_report["gates"]},
+                 "gates": verify_report["gates"],
+                 **({"teacher": verify_report["teacher"]} if "teacher" in verify_report else {})},
         size_bytes=quant_info["size_bytes"], weight_bytes=quant_info["weight_bytes"], recipe=recipe.to_dict(),
         split=prep.split, calibration=quant_info["representative"], versions=_versions(),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"))

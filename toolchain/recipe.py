@@ -41,7 +41,8 @@ class SplitSpec:
     method: str = "random"               # "random" (stratified), "time" (earlier rows train), "probation"
                                          # (label-free: train+validation from NAB's probationary period), "prefix"
                                          # (label-peeking: the normal rows before the first anomaly),
-                                         # or "blocks" (contiguous time blocks dealt to the parts)
+                                         # or "blocks" (contiguous time blocks dealt to the parts),
+                                         # or "files" (test = every row of test_path; train/validation from path)
     train: float = 0.6
     validation: float = 0.2
     test: float = 0.2
@@ -49,6 +50,7 @@ class SplitSpec:
     blocks: int = 20                     # "blocks": contiguous time blocks dealt to the parts
     probation: float = 0.15              # "probation": share of the series in NAB's probationary period
     probation_cap: int = 750             # "probation": at most this many rows (NAB: 15 % of 5,000); 0 = no cap
+    test_path: str = ""                  # "files": the data set's own test file, read like [data] path
 
 
 @dataclass
@@ -86,6 +88,17 @@ class DetectorSpec:
     conv_filters: int = 16               # cnn_lstm_attn: Conv1D filters
     kernel_size: int = 3                 # cnn_lstm_attn: Conv1D kernel width
     mode: str = "auto"                   # cnn_lstm_attn: "classifier", "forecaster", or "auto" (labels -> classifier)
+
+
+@dataclass
+class TrainSpec:
+    """Distillation (toolchain/distill.py): the supervised network learns from an XGBoost teacher
+    fitted on the training rows as well as from the labels."""
+    teacher: str = "none"                # "none" or "xgboost"
+    teacher_weight: float | list = 0.5   # alpha: target = alpha * teacher + (1 - alpha) * one-hot label;
+                                         # a list: each is trained, the best validation F1 kept
+    augment: str = "none"                # "none" or "mixup": interpolated rows labelled by the teacher
+    augment_rows: int | list = 0         # how many (a list: chosen on validation like teacher_weight)
 
 
 @dataclass
@@ -144,6 +157,7 @@ class Recipe:
     features: FeatureSpec = field(default_factory=FeatureSpec)
     preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
     detector: DetectorSpec = field(default_factory=DetectorSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
     threshold: ThresholdSpec = field(default_factory=ThresholdSpec)
     quantize: QuantizeSpec = field(default_factory=QuantizeSpec)
     verify: VerifySpec = field(default_factory=VerifySpec)
@@ -155,9 +169,10 @@ class Recipe:
 
 
 _SECTIONS = {"data": DataSpec, "split": SplitSpec, "features": FeatureSpec, "preprocess": PreprocessSpec,
-             "detector": DetectorSpec, "threshold": ThresholdSpec, "quantize": QuantizeSpec,
+             "detector": DetectorSpec, "train": TrainSpec, "threshold": ThresholdSpec, "quantize": QuantizeSpec,
              "verify": VerifySpec, "adaptive": AdaptiveSpec}
-_CHOICES = {("split", "method"): ("random", "time", "probation", "prefix", "blocks"),
+_CHOICES = {("split", "method"): ("random", "time", "probation", "prefix", "blocks", "files"),
+            ("train", "teacher"): ("none", "xgboost"), ("train", "augment"): ("none", "mixup"),
             ("detector", "kind"): ("ae", "vae_dnn", "lstm", "ae_lstm", "cnn_lstm_attn"),
             ("detector", "mode"): ("auto", "classifier", "forecaster"), ("verify", "gate"): ("f1", "windows"),
             ("detector", "classes"): ("binary", "multi"), ("detector", "train_on"): ("normal", "all"),
@@ -195,6 +210,7 @@ def parse_recipe(data: dict, path: Path) -> Recipe:
     recipe = Recipe(name=str(top.get("name") or path.stem), description=str(top.get("description", "")),
                     seed=int(top.get("seed", 42)), path=str(path), **sections)
     _check_verify(recipe.verify, path)
+    _check_train(recipe, path)
     s = recipe.split
     if recipe.detector.kind in TEMPORAL and s.method == "random":
         raise RecipeError(f"{path}: detector {recipe.detector.kind!r} reads windows of consecutive rows; use "
@@ -208,9 +224,33 @@ def parse_recipe(data: dict, path: Path) -> Recipe:
                               "shares of its learning rows, and test = 0 (the test part is the rest)")
         if s.method == "probation" and not 0 < s.probation < 1:
             raise RecipeError(f"{path}: [split] probation = {s.probation} must be a share between 0 and 1")
+    elif s.method == "files":
+        if not s.test_path or min(s.train, s.validation) <= 0 or s.test != 0:
+            raise RecipeError(f"{path}: [split] method \"files\" takes test_path (the test file), positive "
+                              "train and validation shares of the [data] path's rows, and test = 0")
     elif min(s.train, s.validation, s.test) <= 0 or abs(s.train + s.validation + s.test - 1.0) > 1e-6:
         raise RecipeError(f"{path}: [split] train/validation/test must be positive and sum to 1")
     return recipe
+
+
+def _check_train(recipe: Recipe, path: Path) -> None:
+    t = recipe.train
+    if t.teacher != "none" and recipe.detector.kind != "vae_dnn":
+        raise RecipeError(f"{path}: [train] teacher = {t.teacher!r} distils into a classifier; it needs "
+                          f"[detector] kind = \"vae_dnn\", not {recipe.detector.kind!r}")
+    weights = t.teacher_weight if isinstance(t.teacher_weight, list) else [t.teacher_weight]
+    rows = t.augment_rows if isinstance(t.augment_rows, list) else [t.augment_rows]
+    if not weights or not all(isinstance(w, (int, float)) and 0 <= w <= 1 for w in weights):
+        raise RecipeError(f"{path}: [train] teacher_weight = {t.teacher_weight!r}; a weight between 0 and 1, "
+                          "or a list of them")
+    if not rows or not all(isinstance(r, int) and r >= 0 for r in rows):
+        raise RecipeError(f"{path}: [train] augment_rows = {t.augment_rows!r}; a row count (0 or more), "
+                          "or a list of them")
+    if t.augment == "none" and any(rows):
+        raise RecipeError(f"{path}: [train] augment_rows needs augment = \"mixup\"")
+    if t.augment != "none" and t.teacher == "none":
+        raise RecipeError(f"{path}: [train] augment = {t.augment!r} labels its rows with the teacher; "
+                          "set teacher = \"xgboost\"")
 
 
 def _check_verify(v: VerifySpec, path: Path) -> None:

@@ -29,6 +29,7 @@ class TrainResult:
     window: int = 1                          # samples per model input (1: point-wise detectors)
     score_params: dict = field(default_factory=dict)   # scoring params (cnn mode, hybrid a/b and norms)
     fit: dict = field(default_factory=dict)  # how score params were fitted (hybrid a/b grid), for the report
+    teacher: object = None                   # distill.Teacher the network learned from ([train] teacher), or None
 
 
 def scaled(prep: Prepared, features: list[str], scaler: Scaler, part: str) -> np.ndarray:
@@ -87,6 +88,8 @@ def train(prep: Prepared, features: list[str], recipe: Recipe, progress=None, ep
         keep_train = ~attack_train if learns_normal_only else np.ones_like(attack_train)
         keep_val = ~attack_val if learns_normal_only else np.ones_like(attack_val)
         result = detectors.train_autoencoder(x_train[keep_train], x_val[keep_val], spec, recipe.seed, progress)
+    elif recipe.train.teacher != "none":
+        return _train_distilled(prep, features, recipe, spec, scaler, x_train, x_val, progress)
     else:
         result = detectors.train_vae_dnn(x_train, prep.class_index[prep.parts["train"]], x_val,
                                          prep.class_index[prep.parts["validation"]], len(prep.class_names), spec,
@@ -94,6 +97,36 @@ def train(prep: Prepared, features: list[str], recipe: Recipe, progress=None, ep
     val_scores, _ = keras_scores(recipe, result.model, x_val)
     threshold = calibrate_threshold(recipe.threshold, attack_val, val_scores)
     return TrainResult(result.model, scaler, list(features), threshold, result.parameters, result.history)
+
+
+def _train_distilled(prep: Prepared, features: list[str], recipe: Recipe, spec, scaler: Scaler,
+                     x_train: np.ndarray, x_val: np.ndarray, progress) -> TrainResult:
+    """vae_dnn trained on an XGBoost teacher's soft targets (toolchain/distill.py). Each
+    (teacher weight, augmented rows) pair the recipe lists is trained; the best validation F1 is
+    kept (the first on a tie)."""
+    from . import distill
+
+    n_classes = len(prep.class_names)
+    y_train, y_val = (prep.class_index[prep.parts[part]] for part in ("train", "validation"))
+    attack_val = prep.is_attack[prep.parts["validation"]]
+    teacher = distill.fit_teacher(x_train, y_train, n_classes, recipe.seed)
+    tried, best = [], None
+    for alpha, rows in distill.candidates(recipe.train.teacher_weight, recipe.train.augment_rows):
+        x_fit, targets = distill.training_set(teacher, x_train, y_train, alpha, rows, recipe.seed)
+        result = detectors.train_vae_dnn(x_fit, targets, x_val, distill.one_hot(y_val, n_classes), n_classes, spec,
+                                         recipe.seed, progress)
+        val_scores, _ = keras_scores(recipe, result.model, x_val)
+        threshold = calibrate_threshold(recipe.threshold, attack_val, val_scores)
+        f1 = metrics.detection_metrics(attack_val, val_scores, val_scores > threshold)["f1"]
+        tried.append({"teacher_weight": alpha, "augment_rows": rows, "validation_f1": f1})
+        if best is None or f1 > best[0]:
+            best = (f1, alpha, rows, result, threshold)
+    f1, alpha, rows, result, threshold = best
+    fit = {"distillation": {"teacher": recipe.train.teacher, "classes": n_classes, "teacher_weight": alpha,
+                            "augment": recipe.train.augment, "augment_rows": rows, "validation_f1": f1,
+                            "chosen_on": "validation F1 (Keras float, validation threshold)", "tried": tried}}
+    return TrainResult(result.model, scaler, list(features), threshold, result.parameters, result.history,
+                       fit=fit, teacher=teacher)
 
 
 def _train_temporal(prep: Prepared, features: list[str], recipe: Recipe, spec, progress) -> TrainResult:

@@ -87,6 +87,10 @@ def verify(prep: Prepared, trained: TrainResult, float_path: Path, int8_path: Pa
     report["int8_threshold_rule"] = int8_threshold
     report["int8_vs_float"] = metrics.agreement(verdicts["int8"].is_anomaly, verdicts["float"].is_anomaly,
                                                 scores["int8"], scores["float"])
+    if trained.teacher is not None:    # distilled: how often each student's verdict is the teacher's
+        from .distill import teacher_report
+        report["teacher"] = teacher_report(trained.teacher, recipe.threshold, x_val, val_attack, x_test, test_attack,
+                                           verdicts)
     report["f1_drop"] = report["models"]["float"]["f1"] - report["models"]["int8"]["f1"]
     report["max_f1_drop"] = recipe.verify.max_f1_drop
     report["gate"] = recipe.verify.gate
