@@ -65,8 +65,19 @@ def prepare(recipe: Recipe, data_root: Path, split_method: str | None = None) ->
         dataset = dataset.subset(_subsample(dataset.classes, d.max_rows, recipe.seed))
     method = split_method or recipe.split.method
     s = recipe.split
-    parts = split_indices(dataset.classes, dataset.time, method, (s.train, s.validation, s.test), recipe.seed,
-                          dataset.normal_class, s.blocks, s.probation, s.probation_cap)
+    unseen = None
+    if method == "files":   # the data set's own test file is the test part (toolchain/files_split.py)
+        from . import files_split
+
+        test_path = _data_path(recipe, data_root, s.test_path)
+        test = _load(d.loader, str(data_root), test_path, d.label, d.target, d.normal, d.time_column,
+                     tuple(d.exclude))
+        train_rows = len(dataset.classes)
+        dataset, unseen = files_split.join(dataset, test)
+        parts = files_split.parts(dataset.classes, train_rows, (s.train, s.validation), recipe.seed)
+    else:
+        parts = split_indices(dataset.classes, dataset.time, method, (s.train, s.validation, s.test), recipe.seed,
+                              dataset.normal_class, s.blocks, s.probation, s.probation_cap)
     normal = dataset.normal_class
     if recipe.detector.kind in ("vae_dnn", "cnn_lstm_attn") and recipe.detector.classes == "multi":
         class_names = [normal] + sorted(c for c in set(dataset.classes.tolist()) if c != normal)
@@ -79,4 +90,7 @@ def prepare(recipe: Recipe, data_root: Path, split_method: str | None = None) ->
     else:
         class_index = is_attack.astype(np.int64)
     record = describe_split(parts, dataset.classes, dataset.time, method, recipe.seed)
+    if unseen is not None:
+        record["test_file"] = s.test_path
+        record["unseen_categories"] = unseen   # test values the training file lacks: all-zero one-hot
     return Prepared(dataset, parts, record, is_attack, class_index, class_names)
