@@ -62,6 +62,16 @@ class VerdictOutputs:
             if hasattr(sink, "set_status"):
                 sink.set_status(status)
 
+    def serving_detector(self, detector, status: str, source: str) -> None:
+        """The device agent's bundle changed (start-up, a push, a rollback): ``detector`` serves (a
+        ``runner.Detector``), or None when none passes its checks, ``status`` saying why."""
+        if detector is None:
+            self.serving(None, {"model": None, "model_sha256": None, "self_test": {"passed": False, "detail": status},
+                                "interpreter": None, "source": source, "tinyad": __version__})
+            return
+        self.serving(detector.manifest, status_record(detector.manifest, self_test=detector.self_test_result,
+                                                      interpreter=detector.runtime.describe(), source=source))
+
     def close(self, complete: bool = True) -> None:
         failure = None
         for sink in self.sinks:
