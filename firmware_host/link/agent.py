@@ -29,9 +29,11 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import BundleError, TinyadError
+from ..explain import MAX_FEATURES, MAX_K
 from ..manifest import GOLDEN_FILE, MANIFEST_FILE, MODEL_FILE
 from ..runner import Detector
 from . import protocol as p
+from .metrics import AgentCounts, ScoreHistogram
 from .transport import PortError, SerialTransport, Transport
 
 DEFAULT_CREDIT = 4096          # bytes of DATA frames in flight: several frames, so the line never idles
@@ -53,8 +55,9 @@ class DeviceAgent:
 
     def __init__(self, bundle: str | os.PathLike, *, credit: int = DEFAULT_CREDIT,
                  max_batch: int = DEFAULT_MAX_BATCH, log: Log = _quiet, runtime=None,
-                 open_detector: Opener | None = None):
+                 open_detector: Opener | None = None, outputs=None):
         self.bundle = Path(bundle)
+        self.outputs = outputs                    # ``outputs.VerdictOutputs``: what it serves, to JSONL/MQTT
         self.credit = credit
         self.max_batch = max_batch
         self.log = log
@@ -67,6 +70,9 @@ class DeviceAgent:
         self.cache: OrderedDict[int, p.Frame] = OrderedDict()
         self.push: dict | None = None
         self.samples = 0
+        self.explain = 0                          # features named per flagged verdict (the HELLO's K)
+        self.counts = AgentCounts()               # what --metrics-port shows
+        self.histogram: ScoreHistogram | None = None
         _recover_interrupted_swap(self.bundle, log)
         self._start()
 
@@ -97,9 +103,14 @@ class DeviceAgent:
         self.detector = detector
         self.status = status
         self.stream = detector.stream() if detector else None
+        if self.stream is not None:
+            self.stream.explain = self.explain
+        self.histogram = ScoreHistogram.for_bundle(detector.manifest) if detector else None
         self.next_seq = None
         self.cache.clear()
         self.log(f"serving {self.bundle} ({status})" if detector else f"NOT serving {self.bundle}: {status}")
+        if self.outputs is not None:
+            self.outputs.serving_detector(detector, status, source="device")
 
     @property
     def ready(self) -> bool:
@@ -140,6 +151,11 @@ class DeviceAgent:
             if not self.ready:
                 return [p.Frame(p.CAPS, 0, self.caps().pack()),
                         p.error(p.E_SELF_TEST, self.status)]
+            explain = min(p.hello_explain(frame), MAX_K)
+            if explain and len(self.detector.manifest.features) > MAX_FEATURES:
+                return [p.error(p.E_BAD_MESSAGE, f"explanations name at most {MAX_FEATURES} features; this "
+                                                 f"bundle has {len(self.detector.manifest.features)}")]
+            self.explain = self.stream.explain = explain
             return [p.Frame(p.CAPS, 0, self.caps().pack())]
         if kind == p.PING:
             return [p.Frame(p.PONG, frame.seq, frame.body)]
@@ -164,6 +180,7 @@ class DeviceAgent:
             return [p.error(p.E_NOT_SYNCED, "send SYNC before DATA", frame.seq)]
         cached = self.cache.get(frame.seq)
         if cached is not None:
+            self.counts.resends += 1
             return [cached]                      # a re-sent frame: same answer, state untouched
         if frame.seq != self.next_seq:
             return [p.ack(self.next_seq)]   # a gap (or a frame too old to cache): say where we are
@@ -171,12 +188,18 @@ class DeviceAgent:
         if len(samples) > self.max_batch:
             return [p.error(p.E_BAD_MESSAGE, f"{len(samples)} samples in one frame, at most {self.max_batch}",
                             frame.seq)]
-        reply = p.result(frame.seq, self.stream.push(samples))
+        verdicts = self.stream.push(samples)
+        reply = p.result(frame.seq, verdicts, self.detector.manifest.features)
         self.cache[frame.seq] = reply
         while len(self.cache) > RESULT_CACHE:
             self.cache.popitem(last=False)
         self.next_seq = (self.next_seq + len(samples)) & p.SEQ_MASK
         self.samples += len(samples)
+        self.counts.samples += len(samples)
+        self.counts.anomalies += int(verdicts.is_anomaly.sum())
+        self.histogram.observe(verdicts)
+        if self.outputs:
+            self.outputs.write(frame.seq, verdicts)      # row = the sample's number on the link
         return [reply]
 
     # -- model push --------------------------------------------------------------------------
@@ -328,7 +351,9 @@ def serve(transport: Transport, agent: DeviceAgent, *, log: Log = _quiet,
                     replies = agent.handle(frame)
                     if replies:
                         transport.write(b"".join(p.encode(reply) for reply in replies))
+                agent.counts.crc_errors = decoder.crc_errors
         except PortError as exc:     # the port vanished (cable pulled, host closed the pty): reopen it
+            agent.counts.reconnects += 1
             log(f"port lost ({exc}); reopening")
             time.sleep(reopen_every)
     transport.close()
@@ -336,7 +361,13 @@ def serve(transport: Transport, agent: DeviceAgent, *, log: Log = _quiet,
 
 def serve_port(port: str, bundle: str | os.PathLike, *, baud: int = 115200, log: Log = _quiet,
                stop: Callable[[], bool] = lambda: False, credit: int = DEFAULT_CREDIT,
-               max_batch: int = DEFAULT_MAX_BATCH) -> None:
-    """Serve ``bundle`` on the serial port ``port`` until ``stop()`` is true."""
-    agent = DeviceAgent(bundle, credit=credit, max_batch=max_batch, log=log)
+               max_batch: int = DEFAULT_MAX_BATCH, metrics_port: int | None = None, outputs=None) -> None:
+    """Serve ``bundle`` on the serial port ``port`` until ``stop()`` is true; with ``metrics_port``,
+    also its counters on http://0.0.0.0:PORT/metrics (``metrics.serve_metrics``)."""
+    agent = DeviceAgent(bundle, credit=credit, max_batch=max_batch, log=log, outputs=outputs)
+    if metrics_port is not None:
+        from .metrics import serve_metrics
+
+        serve_metrics(metrics_port, agent)
+        log(f"metrics on http://0.0.0.0:{metrics_port}/metrics")
     serve(SerialTransport(port, baud, open_now=False), agent, log=log, stop=stop)

@@ -27,8 +27,9 @@ from ..errors import TinyadError
 from ..scoring import Verdicts
 
 # 2: RESULT scores are float32 (6 bytes a verdict, was 10). 3: RESULT items carry the unit score
-# as a uint16 (8 bytes a verdict).
-PROTOCOL_VERSION = 3
+# as a uint16 (8 bytes a verdict). 4: HELLO asks for K explained features; a RESULT names them for
+# each flagged sample (``explain.py``).
+PROTOCOL_VERSION = 4
 MAGIC = b"TAD"
 SEQ_MASK = 0xFFFFFFFF                   # sequence numbers count modulo 2^32 on both ends
 
@@ -55,9 +56,12 @@ ERROR_NAMES = {E_VERSION: "version mismatch", E_SELF_TEST: "self-test failed", E
 # RESULT flags. F_NO_UNIT: the verdicts carry no unit score at all (``Verdicts.unit_score`` is None);
 # F_UNIT_NAN: this sample's unit score is NaN. Either way the uint16 unit field is 0.
 F_ANOMALY, F_WARMING_UP, F_NO_UNIT, F_UNIT_NAN = 0x01, 0x02, 0x04, 0x08
+# F_WHY: this sample's explanation (K feature indices and values) is in the RESULT's why section.
+F_WHY = 0x10
 # One verdict in a RESULT: score (float32), unit score (uint16), flags, class index; 8 bytes, packed.
 RESULT_ITEM = np.dtype([("score", "<f4"), ("unit", "<u2"), ("flags", "u1"), ("cls", "u1")])
 UNIT_STEPS = 65535                      # a unit score u in [0, 1] travels as round(u * 65535)
+WHY_STEPS = 255                         # an explanation's value (explain.VALUE_STEPS) travels as one byte
 CAPS_FIXED = struct.Struct("<3sBI32sHHdbHIIB")
 
 
@@ -207,14 +211,21 @@ class Caps:
                    bool(ready), body[CAPS_FIXED.size:].decode("utf-8", "replace"))
 
 
-def hello(version: int = PROTOCOL_VERSION) -> Frame:
-    return Frame(HELLO, 0, MAGIC + bytes([version]))
+def hello(version: int = PROTOCOL_VERSION, explain: int = 0) -> Frame:
+    """HELLO: the host's protocol version and (from version 4) how many features the device should
+    name behind each flagged verdict (0: none)."""
+    return Frame(HELLO, 0, MAGIC + bytes([version, explain]))
 
 
 def hello_version(frame: Frame) -> int:
-    if len(frame.body) != 4 or frame.body[:3] != MAGIC:
+    if len(frame.body) not in (4, 5) or frame.body[:3] != MAGIC:
         raise ProtocolError("HELLO without the tinyad magic")
     return frame.body[3]
+
+
+def hello_explain(frame: Frame) -> int:
+    """The K a HELLO asks for (0 from a HELLO without the byte)."""
+    return frame.body[4] if len(frame.body) > 4 else 0
 
 
 def sync(next_seq: int) -> Frame:
@@ -237,8 +248,10 @@ def unpack_data(frame: Frame, features: int) -> np.ndarray:
     return np.frombuffer(frame.body, dtype=np.int8, offset=2).reshape(count, features)
 
 
-def result(first_seq: int, verdicts: Verdicts) -> Frame:
-    """RESULT: per sample a float32 score, the unit score as uint16, flags and a class index."""
+def result(first_seq: int, verdicts: Verdicts, features: list[str] | None = None) -> Frame:
+    """RESULT: per sample a float32 score, the unit score as uint16, flags and a class index; then,
+    when ``verdicts.why`` names features for some samples (``features`` maps names to indices),
+    a why section: K u8, and per such sample K x (feature index u8, value u8 in 1/255 steps)."""
     count = len(verdicts.scores)
     items = np.zeros(count, dtype=RESULT_ITEM)
     with np.errstate(over="ignore"):                 # a score beyond float32's range goes as inf
@@ -253,27 +266,60 @@ def result(first_seq: int, verdicts: Verdicts) -> Frame:
         missing = np.isnan(unit)
         items["unit"] = np.rint(np.clip(np.where(missing, 0.0, unit), 0.0, 1.0) * UNIT_STEPS)
         flags = flags | missing * F_UNIT_NAN
+    why = b""
+    if verdicts.why is not None and any(verdicts.why):
+        explained = [i for i, reasons in enumerate(verdicts.why) if reasons]
+        flags[explained] |= F_WHY
+        why = _why_section([verdicts.why[i] for i in explained], features)
     items["flags"] = flags
     items["cls"] = verdicts.predicted
-    return Frame(RESULT, first_seq, struct.pack("<H", count) + items.tobytes())
+    return Frame(RESULT, first_seq, struct.pack("<H", count) + items.tobytes() + why)
 
 
-def unpack_result(frame: Frame) -> Verdicts:
+def _why_section(reasons: list[list], features: list[str]) -> bytes:
+    index = {name: i for i, name in enumerate(features)}
+    k = len(reasons[0])
+    pairs = np.array([[(index[name], round(value * WHY_STEPS)) for name, value in row] for row in reasons],
+                     dtype=np.uint8).reshape(len(reasons), k, 2)
+    return bytes([k]) + pairs.tobytes()
+
+
+def unpack_result(frame: Frame, features: list[str] | None = None) -> Verdicts:
     """A RESULT body back into the device's ``Verdicts``: float32 scores, the unit score exactly
-    (a multiple of 1/65535, NaN or None as the device had it), flags and classes."""
+    (a multiple of 1/65535, NaN or None as the device had it), flags and classes. With
+    ``features`` (the host asked for explanations) ``why`` names them as the device did."""
     if len(frame.body) < 2:
         raise ProtocolError("RESULT without a count")
     (count,) = struct.unpack_from("<H", frame.body)
-    if len(frame.body) != 2 + count * RESULT_ITEM.itemsize:
+    end = 2 + count * RESULT_ITEM.itemsize
+    if len(frame.body) < end:
         raise ProtocolError(f"RESULT holds {len(frame.body) - 2} bytes for {count} results")
     items = np.frombuffer(frame.body, dtype=RESULT_ITEM, offset=2, count=count)
     flags = items["flags"]
+    explained = np.flatnonzero(flags & F_WHY)
+    why = None if features is None else [[] for _ in range(count)]
+    if len(explained):
+        if features is None:
+            raise ProtocolError("RESULT names features nobody asked for")
+        if len(frame.body) < end + 1:
+            raise ProtocolError("RESULT flags explained samples but has no why section")
+        k = frame.body[end]
+        if len(frame.body) != end + 1 + len(explained) * k * 2:
+            raise ProtocolError(f"RESULT why section of {len(frame.body) - end} bytes for {len(explained)} "
+                                f"samples of {k} features")
+        pairs = np.frombuffer(frame.body, dtype=np.uint8, offset=end + 1).reshape(len(explained), k, 2)
+        if pairs[:, :, 0].size and int(pairs[:, :, 0].max()) >= len(features):
+            raise ProtocolError("RESULT names a feature index beyond the bundle's features")
+        for row, named in zip(explained.tolist(), pairs.tolist()):
+            why[row] = [[features[i], v / WHY_STEPS] for i, v in named]
+    elif len(frame.body) != end:
+        raise ProtocolError(f"RESULT holds {len(frame.body) - 2} bytes for {count} results")
     unit = None
     if not (flags & F_NO_UNIT).all():
         unit = np.where(flags & F_UNIT_NAN, np.nan, items["unit"] / UNIT_STEPS)
     return Verdicts(scores=items["score"].astype(np.float64), is_anomaly=(flags & F_ANOMALY) > 0,
                     predicted=items["cls"].astype(np.int64), warming_up=(flags & F_WARMING_UP) > 0,
-                    unit_score=unit)
+                    unit_score=unit, why=why)
 
 
 def ack(seq: int, credit: int = 0) -> Frame:

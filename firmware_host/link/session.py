@@ -58,6 +58,7 @@ class Session:
     ``_frame(frame, now)`` and ``_time(now)`` (events once connected)."""
 
     needs_ready = True          # a device that failed its self-test is refused (a push does not need it)
+    explain = 0                 # features the device names behind each flagged verdict (HELLO asks)
 
     def __init__(self, *, port: str, give_up_after: float, log: Log):
         self.port = port
@@ -107,7 +108,7 @@ class Session:
                             "baud rate?")
         self._hellos += 1
         self._hello_at = now
-        return [p.hello()]
+        return [p.hello(explain=self.explain)]
 
     # -- handshake ---------------------------------------------------------------------------
     def _handshake(self, now: float) -> list[p.Frame]:
@@ -116,7 +117,7 @@ class Session:
         self._handshaking = True
         self._hellos = 1
         self._hello_at = now
-        return [p.hello()]
+        return [p.hello(explain=self.explain)]
 
     def _handshake_frame(self, frame: p.Frame, now: float) -> list[p.Frame]:
         if frame.type == p.ERROR:
@@ -208,9 +209,10 @@ class StreamSession(Session):
     def __init__(self, manifest: Manifest, on_verdicts: Callable[[int, Verdicts], None], *, port: str = "the port",
                  first_seq: int = 0, baud: int = 115200, retransmit_timeout: float = RETRANSMIT_TIMEOUT,
                  give_up_after: float = GIVE_UP_AFTER, log: Log = quiet,
-                 progress: Callable[[int], None] | None = None):
+                 progress: Callable[[int], None] | None = None, explain: int = 0):
         super().__init__(port=port, give_up_after=give_up_after, log=log)
         self.manifest = manifest
+        self.explain = explain
         self.on_verdicts = on_verdicts
         self.progress = progress
         self.first_seq = first_seq & p.SEQ_MASK
@@ -226,6 +228,7 @@ class StreamSession(Session):
         self.next_number = 0                            # the next sample to frame
         self.pending: deque[_Sent] = deque()
         self.input_ended = False
+        self.input_idle = False                         # no more input has arrived yet: send part frames
         self.connected = False                          # the first SYNC was acknowledged
         self._sent_high = 0                             # samples below this went out at least once
         self._syncing: int | None = None                # a SYNC to this sample awaits its ACK
@@ -304,7 +307,7 @@ class StreamSession(Session):
                     raise LinkError(f"the device stopped the stream: {p.describe_error(code, text)}")
             return []
         if frame.type == p.RESULT and self.pending and frame.seq == self.wire(self.pending[0].first):
-            self._result(self.pending.popleft(), p.unpack_result(frame), now)
+            self._result(self.pending.popleft(), p.unpack_result(frame, self.manifest.features if self.explain else None), now)
             return []
         if frame.type == p.ACK and self.pending and frame.seq == self.wire(self.pending[0].first):
             # The device is waiting for our oldest frame: it lost it. Re-send now.
@@ -374,7 +377,7 @@ class StreamSession(Session):
         end = self.owed + len(self.queue)
         while self.next_number < end:
             count = min(self.per_frame, end - self.next_number)
-            if count < self.per_frame and not self.input_ended:
+            if count < self.per_frame and not (self.input_ended or self.input_idle):
                 break                                     # wait for a full frame while input keeps coming
             first = self.next_number
             frame = p.data(self.wire(first), np.stack([self._sample(n) for n in range(first, first + count)]))
@@ -417,4 +420,4 @@ def _tail(verdicts: Verdicts, start: int) -> Verdicts:
         return None if values is None else values[start:]
     return Verdicts(scores=verdicts.scores[start:], is_anomaly=verdicts.is_anomaly[start:],
                     predicted=verdicts.predicted[start:], warming_up=cut(verdicts.warming_up),
-                    unit_score=cut(verdicts.unit_score))
+                    unit_score=cut(verdicts.unit_score), why=cut(verdicts.why))
