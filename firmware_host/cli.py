@@ -21,6 +21,7 @@ BUILD_COMMANDS = {
     "verify": "toolchain.cli:verify",
     "compare": "toolchain.cli:compare",
     "init": "toolchain.cli:init",
+    "search": "toolchain.cli:search",
 }
 
 

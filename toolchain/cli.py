@@ -275,3 +275,116 @@ def init(csv_path, label, time_column, out, force):
     plan = plan_recipe(found)
     click.echo(f"wrote {out}: {len(found.kept())} of {len(found.columns)} columns kept, {plan['split']} split, "
                f"detector {plan['detector']}; next: tinyad build {out}")
+
+
+def _search_progress():
+    """Prints the search's progress line (trials done, best feasible so far, ETA); other stages as a build."""
+    build_progress = Progress()
+
+    def show(stage: str, done: int, total: int, info: dict) -> None:
+        if stage != "search" or not total:
+            return build_progress(stage, done, total, info)
+        best = info.get("best")
+        found = (f"best feasible: trial {best['trial']} {best['metric']} {best['score']:.4f}, {best['int8_bytes']} B, "
+                 f"{best['p50_us']:.2f} us" if best else "no feasible trial yet")
+        eta = info.get("eta_s")
+        eta_text = "-" if eta is None else f"{eta / 60:.0f} min" if eta >= 90 else f"{eta:.0f} s"
+        failed = f" ({info['failed']} failed)" if info.get("failed") else ""
+        click.echo(f"[{info['elapsed_s']:6.0f}s] trials {done}/{total}{failed}  {found}  ETA {eta_text}", err=True)
+    return show
+
+
+@click.command("search")
+@click.argument("recipe", type=click.Path(dir_okay=False), required=False)
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None,
+              help="Search on your own CSV file instead of a recipe (with --label), from a shipped template")
+@click.option("--label", default=None, help="Label column: with --csv, which rows are normal; with RECIPE, "
+                                            "overrides [data] label")
+@click.option("--time", "time_column", default=None,
+              help="With --csv: the time column; the split and the search folds then follow time order")
+@click.option("--template", type=click.Choice(["supervised", "ae"]), default="supervised", show_default=True,
+              help="With --csv: models/template_supervised.toml (vae_dnn, F1) or template_ae.toml (autoencoder, "
+                   "ROC-AUC)")
+@click.option("--trials", type=int, required=True,
+              help="Trials the study holds when the search ends (a rerun resumes up to this many)")
+@click.option("--jobs", type=int, default=1, show_default=True,
+              help="Worker processes on this machine sharing the study (one TensorFlow thread each)")
+@click.option("--storage", default=None,
+              help="Optuna storage URL [default: sqlite:///OUT/study.db]; a PostgreSQL or MySQL URL lets "
+                   "workers on several machines share one study")
+@click.option("--study", "study_name", default=None, help="Study name in the storage [default: the recipe name]")
+@click.option("--out", "-o", type=click.Path(file_okay=False), default=None,
+              help="Folder for the study, pareto.csv/png, chosen.toml and the final bundle "
+                   "[default: build/search/<recipe name>]")
+@click.option("--timeout", type=float, default=None, help="Start no new trial after this many seconds")
+@click.option("--no-build", is_flag=True, help="Write chosen.toml but skip the final build (e.g. on a helper machine)")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None,
+              help="Folder the recipe's data paths are relative to [default: $TINYAD_DATA, else ../shared/data]")
+def search(recipe, csv_path, label, time_column, template, trials, jobs, storage, study_name, out, timeout,
+           no_build, data_root):
+    """Search RECIPE's [search] space for the best int8 model that fits the device.
+
+    Each trial trains a recipe variant on validation folds of the train + validation rows
+    (never the test part), converts it to int8 and scores int8 on the held fold rows, and
+    measures int8 bytes and invoke p50. Objectives: int8 F1 (ROC-AUC for autoencoders) up,
+    bytes down, p50 down; trials over [search] max_bytes / max_p50_us are infeasible, trials
+    that fail a gate are recorded as failed. Prints the Pareto front (pareto.csv, pareto.png),
+    writes the chosen trial as chosen.toml (a plain recipe for tinyad build), and builds it
+    once, scoring the test part beside XGBoost. Ctrl-C keeps the study: rerun to resume.
+
+    \b
+    Examples:
+      tinyad search models/default.toml --trials 20
+      tinyad search models/sdn_ddos_vae_dnn.toml --trials 40 --jobs 2 --data-root ../shared/data
+      tinyad search --csv flows.csv --label is_attack --trials 20
+    """
+    from . import missing_build_modules
+    from .datasets import resolve_data_root
+    from .search import report
+    from .search.run import SearchError, csv_recipe, load_raw, run_search
+
+    missing = missing_build_modules()
+    if missing:
+        raise click.ClickException(f"searching needs the build extra: pip install 'tinyad[train,search]' "
+                                   f"(missing: {', '.join(missing)})")
+    if (recipe is None) == (csv_path is None):
+        raise click.UsageError("give either RECIPE or --csv FILE --label COLUMN")
+    if csv_path:
+        if not label:
+            raise click.UsageError("--csv needs --label (the column that says which rows are normal)")
+        raw, path = csv_recipe(Path(csv_path), label, time_column, template)
+    else:
+        path = Path(recipe)
+        raw = load_raw(path)
+        if label:
+            raw.setdefault("data", {})["label"] = label
+    relative = raw.get("data", {}).get("relative_to", "data_root") == "data_root"
+    root = resolve_data_root(data_root) if relative else Path(".")
+    name = raw.get("name") or path.stem
+    out = Path(out) if out else Path("build") / "search" / str(name)
+    result = run_search(raw, path, root, out, trials, jobs, storage, study_name, timeout, not no_build,
+                        _search_progress())
+    failed = [r for r in result.rows if r["state"] == "FAIL"]
+    click.echo(f"study '{result.study}' ({result.storage}): {len(result.rows)} trials, {len(failed)} failed, "
+               f"{sum(1 for r in result.rows if r['state'] == 'COMPLETE' and not r['feasible'])} over a limit "
+               f"(max {result.limits['max_bytes']} B, p50 {result.limits['max_p50_us']:g} us)")
+    for row in failed[:5]:
+        click.echo(f"  trial {row['trial']} failed: {row['failure'][:160]}")
+    click.echo("Pareto front (int8, mean over validation folds; * chosen):")
+    for line in report.table_lines(result.front, result.chosen):
+        click.echo("  " + line)
+    click.echo(f"wrote {result.files['pareto_csv']}, {result.files['trials_csv']}, {result.files['plot']}")
+    if result.chosen is None:
+        raise SearchError("no feasible trial: nothing to choose; see trials.csv (raise --trials, or widen the "
+                          "[search] space or limits)")
+    click.echo(f"chosen: trial {result.chosen['trial']} -> {result.chosen_path}")
+    b = result.build
+    if b:
+        xgb, every = (("-" if v is None else f"{v:.4f}") for v in (b["xgboost_f1"], b["xgboost_all_features_f1"]))
+        click.echo(f"final build on the test part ({b['test_rows']} rows, scored once): int8 F1 {b['int8_f1']:.4f} "
+                   f"(float {b['float_f1']:.4f}, agreement {b['agreement']:.4f}); XGBoost F1 {xgb} (same features "
+                   f"and rows), {every} (every feature); int8 {b['int8_bytes']} B, "
+                   f"p50 {b['p50_us']:.2f} us; bundle {b['bundle']}")
+        for method, split in b["splits"].items():
+            click.echo(f"  split '{method}': int8 F1 {split['int8_f1']:.4f}; XGBoost F1 "
+                       f"{split['xgboost_all_features_f1']:.4f} (every feature)")

@@ -163,9 +163,13 @@ class Recipe:
     verify: VerifySpec = field(default_factory=VerifySpec)
     adaptive: AdaptiveSpec = field(default_factory=AdaptiveSpec)
     path: str = ""
+    search: object = None                # [search] (toolchain/search/space.py SearchSpec): tinyad search only;
+                                         # a build ignores it, and it stays out of to_dict (reports, manifest)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        found = dataclasses.asdict(self)
+        found.pop("search")
+        return found
 
 
 _SECTIONS = {"data": DataSpec, "split": SplitSpec, "features": FeatureSpec, "preprocess": PreprocessSpec,
@@ -199,7 +203,7 @@ def _section(path: Path, name: str, cls, values) -> object:
 
 
 def parse_recipe(data: dict, path: Path) -> Recipe:
-    top = {k: v for k, v in data.items() if k not in _SECTIONS}
+    top = {k: v for k, v in data.items() if k not in _SECTIONS and k != "search"}
     known_top = {"name", "description", "seed"}
     unknown = sorted(set(top) - known_top)
     if unknown:
@@ -209,6 +213,10 @@ def parse_recipe(data: dict, path: Path) -> Recipe:
     sections = {name: _section(path, name, cls, data[name]) for name, cls in _SECTIONS.items() if name in data}
     recipe = Recipe(name=str(top.get("name") or path.stem), description=str(top.get("description", "")),
                     seed=int(top.get("seed", 42)), path=str(path), **sections)
+    if "search" in data:
+        from .search.space import parse_search
+
+        recipe.search = parse_search(data["search"], path)
     _check_verify(recipe.verify, path)
     _check_train(recipe, path)
     s = recipe.split

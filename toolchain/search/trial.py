@@ -1,0 +1,150 @@
+"""One search trial: train the recipe on each fold, convert it to int8, score the int8 model on the
+fold's held rows, and measure the int8 file's bytes and invoke p50 with the run side's interpreter.
+
+Per fold, as a build does on its split: the scaler and network learn from the fold's train rows,
+early stopping and the float threshold read its validation rows, the int8 threshold is the
+recipe's rule on the int8 model's validation scores, and the held rows are scored once.
+
+The int8 gate of a trial is the build's, with one saving: int8 verdicts are compared with the
+Keras float model's rather than a converted float TFLite twin (one conversion less per fold; the
+two compute the same float32 network). When the recipe's ``[quantize]`` settings fail a gate the
+trial tries the build's first remedy (more calibration rows); still failing, the trial fails.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from firmware_host import scoring
+from firmware_host.errors import QuantizationError
+
+from .. import convert, gates, metrics, remedies
+from ..quantize import representative_rows
+from ..recipe import QuantizeSpec, Recipe
+from ..train import calibrate_threshold, keras_scores, model_inputs, part_truth, train
+
+
+@dataclass
+class TrialOutcome:
+    metric: str                       # "f1" or "roc_auc" of the int8 model on the held rows
+    score: float                      # its mean over the folds
+    fold_scores: list
+    float_scores: list                # the Keras float model's, same rows and metric
+    agreement: list                   # int8 vs float verdict agreement per fold
+    int8_bytes: int
+    p50_us: float
+    parameters: int
+    remedies: list = field(default_factory=list)   # per fold: the quantize attempt kept
+    seconds: float = 0.0
+
+
+def top_k(ranking: list[str], k: int) -> list[str]:
+    return list(ranking) if not k or k >= len(ranking) else list(ranking[:k])
+
+
+def _attempts(spec: QuantizeSpec, pool: int) -> list[tuple[str, QuantizeSpec]]:
+    """The recipe's [quantize] settings, then the build's first remedy when it applies."""
+    first = remedies.plan(spec, pool, [])[0]
+    return [("recipe", spec)] + ([(first[0], first[2])] if isinstance(first[2], QuantizeSpec) else [])
+
+
+def _fold_models(prep, trained, recipe: Recipe, model_path: Path, qspec: QuantizeSpec) -> tuple[dict, dict, bytes]:
+    """Convert with ``qspec``, then the int8 and float figures on the held rows:
+    (metrics per model, verdicts per model, int8 model bytes). Raises QuantizationError (op list)."""
+    from firmware_host.interpreter import load_runtime
+    from firmware_host.runner import TFLiteModel, model_scores
+
+    kind, params = recipe.detector.kind, trained.score_params
+    x_train, pos_train = model_inputs(prep, trained, "train")
+    rep, _ = representative_rows(x_train, part_truth(prep, "train", pos_train)[0], qspec, recipe.seed,
+                                 trained.scaler.clip)
+    int8 = convert.convert(trained.model, int8=True, representative=rep, per_channel=qspec.per_channel)
+    convert.assert_int8(int8)
+    model_path.write_bytes(int8)
+    model = TFLiteModel(model_path, load_runtime())
+    x_val, pos_val = model_inputs(prep, trained, "validation")
+    x_held, pos_held = model_inputs(prep, trained, "test")
+    val_attack = part_truth(prep, "validation", pos_val)[0]
+    held_attack = part_truth(prep, "test", pos_held)[0]
+    val_scores = model_scores(model, x_val, kind, 0, params)[0]
+    held_scores, held_out = model_scores(model, x_held, kind, 0, params)[:2]
+    threshold = calibrate_threshold(recipe.threshold, val_attack, val_scores)
+    float_scores, float_out = keras_scores(recipe, trained.model, x_held, params)
+    verdicts = {"int8": scoring.decide(kind, held_scores, held_out, threshold, 0, params),
+                "float": scoring.decide(kind, float_scores, float_out, trained.threshold_float, 0, params)}
+    found = {"int8": metrics.detection_metrics(held_attack, held_scores, verdicts["int8"].is_anomaly),
+             "float": metrics.detection_metrics(held_attack, float_scores, verdicts["float"].is_anomaly)}
+    return found, verdicts, int8
+
+
+def _gates(found: dict, verdicts: dict, recipe: Recipe) -> list[dict]:
+    checked = [gates.agreement_gate(verdicts, recipe.verify)]
+    if recipe.verify.gate == "f1":
+        checked.insert(0, gates.f1_gate(found, recipe.verify))
+    return checked
+
+
+def _one_fold(number: int, prep, ranking: list[str], recipe: Recipe, folder: Path) -> dict:
+    from ..keras_env import import_tf
+
+    import_tf()[1].backend.clear_session()     # one graph per fold, not one growing graph per worker
+    trained = train(prep, top_k(ranking, recipe.features.top_k), recipe)
+    pool = len(model_inputs(prep, trained, "train")[0])
+    failing = []
+    for name, qspec in _attempts(recipe.quantize, pool):
+        path = folder / f"fold{number}-{name}.tflite"
+        found, verdicts, int8 = _fold_models(prep, trained, recipe, path, qspec)
+        checked = _gates(found, verdicts, recipe)
+        if not gates.failed(checked):
+            agreement = next(g["agreement"] for g in checked if g["gate"] == "agreement")
+            return {"models": found, "agreement": agreement, "int8_path": path, "int8_bytes": len(int8),
+                    "parameters": trained.parameters, "remedy": name}
+        failing = gates.failed(checked)
+    raise QuantizationError(f"int8 gate failed on search fold {number + 1} ("
+                            + "; ".join(g["text"] for g in failing) + ")")
+
+
+def metric_for(recipe: Recipe, metric: str) -> str:
+    """``auto``: F1 for a supervised classifier (vae_dnn), ROC-AUC for the others."""
+    if metric != "auto":
+        return metric
+    return "f1" if recipe.detector.kind == "vae_dnn" else "roc_auc"
+
+
+def evaluate(recipe: Recipe, fold_preps: list, rankings: list[list[str]], metric: str, latency_invokes: int,
+             progress=None) -> TrialOutcome:
+    """Score ``recipe`` on every fold (``fold_preps``: prepared data with the fold's parts;
+    ``rankings``: each fold's features, best first). Raises a TinyadError for a failed trial."""
+    from firmware_host.bench import bench_model
+    from firmware_host.interpreter import load_runtime
+
+    started = time.perf_counter()
+    metric = metric_for(recipe, metric)
+    fold_scores, float_scores, agreement, kept, sizes = [], [], [], [], []
+    with tempfile.TemporaryDirectory(prefix="tinyad-trial-") as tmp:
+        for number, (prep, ranking) in enumerate(zip(fold_preps, rankings)):
+            if progress:
+                progress("trial", number, len(fold_preps), {"message": f"fold {number + 1}/{len(fold_preps)}"})
+            fold = _one_fold(number, prep, ranking, recipe, Path(tmp))
+            fold_scores.append(float(fold["models"]["int8"][metric]))
+            float_scores.append(float(fold["models"]["float"][metric]))
+            agreement.append(float(fold["agreement"]))
+            kept.append(fold["remedy"])
+            sizes.append(fold["int8_bytes"])
+        latency = bench_model(fold["int8_path"], load_runtime(), latency_invokes, max(latency_invokes // 10, 5), 0)
+    if not all(np.isfinite(fold_scores)):
+        raise QuantizationError(f"the int8 {metric} is undefined on a search fold (one class only in its held rows)")
+    return TrialOutcome(metric, float(np.mean(fold_scores)), fold_scores, float_scores, agreement,
+                        max(sizes), float(latency["invoke_us_p50"]), int(fold["parameters"]), kept,
+                        time.perf_counter() - started)
+
+
+def as_attrs(outcome: TrialOutcome) -> dict:
+    """The outcome as Optuna user attributes (JSON values)."""
+    return {k: v for k, v in dataclasses.asdict(outcome).items()}
