@@ -63,6 +63,33 @@ def built_bundle(tmp_path_factory) -> Path:
     return out
 
 
+TEACHER_SECTION = '[train]\nteacher = "xgboost"\nteacher_weight = {weight}\naugment = "mixup"\naugment_rows = 200\n'
+
+
+def distilled_recipe(folder: Path, name: str = "distilled", weight: str = "[0.5, 1.0]") -> Path:
+    """The tiny vae_dnn recipe (1,000 rows of the shipped SDN slice, 3 epochs, no k-sweep) with an
+    XGBoost teacher, teacher weights to choose between on validation, and 200 mixup rows."""
+    path = write_recipe(folder, name=name, epochs=3, max_rows=1000, rep_rows=150)
+    path.write_text(path.read_text().replace("sweep = [4]", "sweep = []") + TEACHER_SECTION.format(weight=weight))
+    return path
+
+
+@pytest.fixture(scope="session")
+def distilled_builds(tmp_path_factory) -> list[tuple[Path, Path, Path]]:
+    """(recipe, bundle, work folder) of the same distilled recipe built twice in one process
+    (tests/test_distill.py reads the first; tests/test_reproducible.py compares the two)."""
+    from toolchain.pipeline import build
+    from toolchain.recipe import load_recipe
+
+    folder = tmp_path_factory.mktemp("distilled")
+    path = distilled_recipe(folder)
+    found = []
+    for i in (1, 2):
+        build(load_recipe(path), Path("."), folder / f"bundle{i}", folder / f"work{i}")
+        found.append((path, folder / f"bundle{i}", folder / f"work{i}"))
+    return found
+
+
 @pytest.fixture
 def bundle_copy(built_bundle, tmp_path) -> Path:
     """A private copy of the built bundle that a test may tamper with."""
@@ -73,7 +100,7 @@ def bundle_copy(built_bundle, tmp_path) -> Path:
 
 # Fixtures that train and convert a real model: a test using one is slow (seconds to a minute),
 # so `pytest -m "not slow"` gives the fast loop.
-BUILD_FIXTURES = {"built_bundle", "bundle_copy", "temporal_bundles"}
+BUILD_FIXTURES = {"built_bundle", "bundle_copy", "temporal_bundles", "distilled_builds"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -91,6 +118,13 @@ def _resource_present(item) -> str | None:
 
         if pi_userland.complete(pi_userland.userland_path()) or pi_userland.why_not_buildable() is None:
             return "the emulated Raspberry Pi (buildable here)"
+    if "broker" in getattr(item, "fixturenames", ()):          # the MQTT tests' real Mosquitto
+        import os
+
+        if Path("/usr/sbin/mosquitto").exists():
+            return "/usr/sbin/mosquitto"
+        if os.environ.get("CI"):
+            return "CI (env CI is set, so .ci/run installed Mosquitto)"
     return None
 
 

@@ -13,21 +13,9 @@ from click.testing import CliRunner
 from firmware_host.cli import main
 from firmware_host.errors import RecipeError
 from firmware_host.manifest import REPORT_FILE, load_manifest
+from firmware_host.preprocess import scale_rows
 from toolchain import distill
 from toolchain.recipe import parse_recipe
-
-from conftest import write_recipe
-
-TEACHER_SECTION = '[train]\nteacher = "xgboost"\nteacher_weight = {weight}\naugment = "mixup"\naugment_rows = 200\n'
-
-
-def distilled_recipe(folder: Path, name: str = "distilled", weight: str = "[0.5, 1.0]") -> Path:
-    """The shared tiny vae_dnn recipe (1,000 rows of the shipped SDN slice, 3 epochs, no k-sweep)
-    with a teacher, two teacher weights to choose between on validation, and 200 mixup rows."""
-    path = write_recipe(folder, name=name, epochs=3, max_rows=1000, rep_rows=150)
-    text = path.read_text().replace("sweep = [4]", "sweep = []")
-    path.write_text(text + TEACHER_SECTION.format(weight=weight))
-    return path
 
 
 def test_soft_targets_blend_teacher_probabilities_and_one_hot_labels():
@@ -84,39 +72,40 @@ def test_recipe_refuses_a_teacher_it_cannot_use(sections, message):
         parse_recipe(data, Path("x.toml"))
 
 
-@pytest.mark.slow
-def test_distilled_build_reports_int8_agreement_with_its_teacher(tmp_path):
+def test_distilled_build_reports_int8_agreement_with_its_teacher(distilled_builds):
     from firmware_host.runner import Detector
     from toolchain.prepare import prepare
     from toolchain.recipe import load_recipe
 
-    recipe_path = distilled_recipe(tmp_path)
-    out, work = tmp_path / "bundle", tmp_path / "work"
-    result = CliRunner().invoke(main, ["build", str(recipe_path), "--out", str(out), "--work", str(work)])
-    assert result.exit_code == 0, result.output
-    assert "distilled from xgboost" in result.output
+    recipe_path, out, work = distilled_builds[0]
     manifest = load_manifest(out)
     teacher = manifest.metrics["teacher"]
     report = json.loads((out / REPORT_FILE).read_text())
     chosen = report["train"]["distillation"]
     assert [t["teacher_weight"] for t in chosen["tried"]] == [0.5, 1.0]
-    assert chosen["teacher_weight"] in (0.5, 1.0) and chosen["augment_rows"] == 200
+    best = max(chosen["tried"], key=lambda t: t["validation_f1"])["validation_f1"]
+    assert chosen["teacher_weight"] in (0.5, 1.0) and chosen["validation_f1"] == best
+    assert chosen["augment_rows"] == 200
     # Recompute the agreement from scratch: the teacher saved beside the model, the bundle's
     # int8 model through the device's runner, on the test rows of the same split.
-    recipe = load_recipe(recipe_path)
-    prep = prepare(recipe, Path("."))
-    model = distill.load_teacher(work, 2)
+    prep = prepare(load_recipe(recipe_path), Path("."))
+    rows = prep.raw("test", manifest.features)
     with Detector(out) as detector:
-        int8 = detector.predict(prep.raw("test", manifest.features)).is_anomaly
-    teacher_flags = distill.teacher_verdicts(model, _scaled(prep, manifest), teacher["threshold"])
-    assert teacher["rows"] == len(int8)
+        int8 = detector.predict(rows).is_anomaly
+    teacher_flags = distill.teacher_verdicts(distill.load_teacher(work, 2), scale_rows(rows, manifest.scaler),
+                                             teacher["threshold"])
+    assert teacher["rows"] == len(int8) == len(prep.parts["test"])
     assert teacher["int8_agreement"] == pytest.approx(distill.agreement(int8, teacher_flags))
     assert 0.5 < teacher["int8_agreement"] <= 1.0
     info = CliRunner().invoke(main, ["info", str(out)])
-    assert f"{100 * teacher['int8_agreement']:.2f} %" in info.output
+    assert info.exit_code == 0 and f"{100 * teacher['int8_agreement']:.2f} %" in info.output
 
 
-def _scaled(prep, manifest) -> np.ndarray:
-    from firmware_host.preprocess import scale_rows
+def test_build_teacher_flag_on_an_autoencoder_is_a_one_line_error(tmp_path):
+    from conftest import write_recipe
 
-    return scale_rows(prep.raw("test", manifest.features), manifest.scaler)
+    recipe = write_recipe(tmp_path, name="ae_teacher", kind="ae")
+    result = CliRunner().invoke(main, ["build", str(recipe), "--teacher", "xgboost", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: ") and "distils into a classifier" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "o").exists()

@@ -83,9 +83,10 @@ def _echo_verify(report: dict) -> None:
     for line in metrics_table(report["models"]):
         click.echo("  " + line)
     a = report["int8_vs_float"]
+    f1_drop = ("" if report["models"]["float"].get("attack_rows") == 0 else     # label-free: no F1
+               f"; F1 drop {100 * report['f1_drop']:.2f} pt (gate {100 * report['max_f1_drop']:.2f} pt)")
     click.echo(f"  int8 vs float: verdict agreement {a['verdict_agreement']:.4f}, score rank correlation "
-               f"{a['score_rank_correlation']:.4f}; F1 drop {100 * report['f1_drop']:.2f} pt "
-               f"(gate {100 * report['max_f1_drop']:.2f} pt)")
+               f"{a['score_rank_correlation']:.4f}{f1_drop}")
     for gate in report.get("gates", []):
         click.echo(f"  gate {gate['gate']:<12} {'pass' if gate['passed'] else 'FAIL'}: {gate['text']}")
     if "teacher" in report:
@@ -96,7 +97,11 @@ def _echo_verify(report: dict) -> None:
 @_common
 @click.option("--out", "-o", type=click.Path(file_okay=False), default=None,
               help="Bundle directory to write [default: build/<recipe name>]")
-def build(recipe, label, data_root, work, out):
+@click.option("--teacher", type=click.Choice(["none", "xgboost"]), default=None,
+              help="Distil from a teacher: 'xgboost' trains the vae_dnn classifier on an XGBoost model's class "
+                   "probabilities (fitted on the training rows) blended with the labels, by the recipe's [train] "
+                   "teacher_weight (default 0.5) [default: the recipe's [train] teacher]")
+def build(recipe, label, data_root, work, out, teacher):
     """Run every stage of RECIPE and write a device bundle.
 
     Stages: select-features -> train -> quantize -> verify -> bundle. The bundle is written
@@ -108,12 +113,17 @@ def build(recipe, label, data_root, work, out):
       tinyad build models/default.toml --out build/default
       tinyad build models/sdn_ddos_vae_dnn.toml --data-root ../shared/data
       tinyad build my_recipe.toml --label is_attack --out build/mine
+      tinyad build models/default.toml --teacher xgboost --out build/default-distilled
     """
     from .compare import comparison_lines
     from .pipeline import build as run_build
     from .pipeline import build_each, summary_markdown
 
     recipe, root, work = _setup(recipe, data_root, work, label)
+    if teacher:
+        from .recipe import with_teacher
+
+        recipe = with_teacher(recipe, teacher)
     out = Path(out) if out else Path("build") / recipe.name
     if recipe.data.per_series:
         summary = build_each(recipe, root, out, work, Progress())

@@ -225,6 +225,7 @@ def _other_split(recipe: Recipe, data_root: Path, method: str, progress) -> dict
     outcome.raise_if_failed()
     return {"split": prep.split, "features": chosen["selected"], "verify": outcome.report,
             "xgboost_baseline": chosen["xgboost_baseline"],
+            "baselines": baselines.run_all(prep, trained, recipe, names=["xgboost"]),   # same features and rows
             "quantize": {"calibration": outcome.calibration(), "remedies": outcome.summary()}}
 
 

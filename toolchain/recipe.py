@@ -111,6 +111,8 @@ class ThresholdSpec:
 class QuantizeSpec:
     representative_rows: int = 500
     representative_source: str = "train"   # "train" (all classes) or "normal"
+    calibrate_on: str = "train"          # rows calibration samples from: "train", or "train_validation" (later
+                                         # traffic on a time split; inputs only, no label is read for "train")
     synthetic_share: float = 0.0         # share of representative rows replaced by synthetic anomalies
     per_channel: bool = True
     golden_rows: int = 32
@@ -182,6 +184,7 @@ _CHOICES = {("split", "method"): ("random", "time", "probation", "prefix", "bloc
             ("detector", "classes"): ("binary", "multi"), ("detector", "train_on"): ("normal", "all"),
             ("threshold", "method"): ("f1", "percentile"), ("preprocess", "log1p"): ("auto", "all", "none"),
             ("quantize", "representative_source"): ("train", "normal"),
+            ("quantize", "calibrate_on"): ("train", "train_validation"),
             ("data", "relative_to"): ("data_root", "recipe")}
 
 
@@ -239,6 +242,15 @@ def parse_recipe(data: dict, path: Path) -> Recipe:
     elif min(s.train, s.validation, s.test) <= 0 or abs(s.train + s.validation + s.test - 1.0) > 1e-6:
         raise RecipeError(f"{path}: [split] train/validation/test must be positive and sum to 1")
     return recipe
+
+
+def with_teacher(recipe: Recipe, teacher: str) -> Recipe:
+    """The recipe with ``[train] teacher`` replaced (``tinyad build --teacher``), checked like a recipe's own."""
+    if teacher not in _CHOICES[("train", "teacher")]:
+        raise RecipeError(f"teacher {teacher!r}; choose one of {', '.join(_CHOICES[('train', 'teacher')])}")
+    changed = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, teacher=teacher))
+    _check_train(changed, Path(recipe.path))
+    return changed
 
 
 def _check_train(recipe: Recipe, path: Path) -> None:

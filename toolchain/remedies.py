@@ -69,7 +69,8 @@ class Outcome:
 
     def calibration(self) -> dict:
         """What the manifest's ``calibration`` states about how the int8 ranges were made."""
-        return {"quantization_remedy": self.chosen, "representative_rows": self.settings.representative_rows,
+        return {"quantization_remedy": self.chosen, "calibrate_on": self.settings.calibrate_on,
+                "representative_rows": self.settings.representative_rows,
                 "synthetic_share": self.settings.synthetic_share, "per_channel_dense": self.settings.per_channel,
                 "int8_threshold": self.int8_threshold, "attempts": len(self.attempts)}
 
@@ -141,14 +142,25 @@ def _record(number: int, remedy: str, description: str, spec: QuantizeSpec | Non
     return {"attempt": number, "remedy": remedy, "description": description, "settings": settings, **extra}
 
 
+def calibration_pool(prep: Prepared, trained: TrainResult, spec: QuantizeSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(model inputs, is_attack) calibration may sample from: the training part's, and with
+    ``calibrate_on = "train_validation"`` the validation part's after them, so that a time split's
+    int8 ranges also cover the later traffic validation holds."""
+    parts = ("train", "validation") if spec.calibrate_on == "train_validation" else ("train",)
+    found = [model_inputs(prep, trained, part) for part in parts]
+    rows = np.concatenate([x for x, _ in found])
+    attack = np.concatenate([part_truth(prep, part, pos)[0] for part, (_, pos) in zip(parts, found)])
+    return rows, attack
+
+
 def quantize_verified(prep: Prepared, trained: TrainResult, recipe: Recipe, progress=None, primary: bool = True,
                       where: str = "") -> Outcome:
     """The recipe's conversion, then the remedies in ``ORDER`` while a gate fails
     (``[verify] remedies = false``: the recipe's attempt only). ``primary=False`` (an extra split
     the build only reports) holds attempts to the agreement gate. The op-list gate of the
     recipe's own attempt raises at once: no remedy turns a float op into an int8 one."""
-    x_train, pos_train = model_inputs(prep, trained, "train")
-    pool = (x_train, part_truth(prep, "train", pos_train)[0])
+    pool = calibration_pool(prep, trained, recipe.quantize)
+    x_train = pool[0]
     say = (lambda text: progress("remedy", 0, 0, {"message": f"{where + ': ' if where else ''}{text}"})) \
         if progress else (lambda text: None)
     q, report, scores = _attempt(prep, trained, recipe, recipe.quantize, pool, None, primary)

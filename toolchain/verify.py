@@ -87,6 +87,9 @@ def verify(prep: Prepared, trained: TrainResult, float_path: Path, int8_path: Pa
     report["int8_threshold_rule"] = int8_threshold
     report["int8_vs_float"] = metrics.agreement(verdicts["int8"].is_anomaly, verdicts["float"].is_anomaly,
                                                 scores["int8"], scores["float"])
+    # The same agreement on validation (static thresholds): calibration choices are made on it, not on test.
+    report["int8_vs_float_validation"] = float(np.mean((val_by_model["float"] > trained.threshold_float)
+                                                       == (val_by_model["int8"] > report["threshold_int8"])))
     if trained.teacher is not None:    # distilled: how often each student's verdict is the teacher's
         from .distill import teacher_report
         report["teacher"] = teacher_report(trained.teacher, recipe.threshold, x_val, val_attack, x_test, test_attack,
