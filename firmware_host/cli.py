@@ -131,12 +131,21 @@ def info(bundle, as_json):
 @click.argument("bundle", type=click.Path(file_okay=False))
 @click.option("--invokes", default=2000, show_default=True, help="Single-sample invokes per model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
-def bench(bundle, invokes, as_json):
-    """Measure int8 vs float in one run: invoke latency p50/p99, rows/s, sizes, memory."""
+@click.option("--csv", "csv_path", default=None, metavar="FILE",
+              help="Measure the run pipeline on this CSV (or .csv.gz) with the bundle's columns, read as "
+                   "`tinyad run --input FILE` reads it, instead of synthetic rows.")
+def bench(bundle, invokes, as_json, csv_path):
+    """Measure int8 vs float in one run: invoke latency p50/p99, rows/s, sizes, memory, and the
+    rows/s of `tinyad run`'s pipeline (CSV in, verdict text out, start-up excluded).
+
+    \b
+      tinyad bench build/default
+      tinyad bench build/default --csv flows.csv    # the run figure on your own rows
+    """
     from .bench import bench_bundle
     from .report_text import bench_lines
 
-    result = bench_bundle(bundle, invokes=invokes)
+    result = bench_bundle(bundle, invokes=invokes, csv_path=csv_path)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -222,8 +231,13 @@ def stream(port, bundle, input_path, output_path, baud, batch_rows, give_up_afte
             yield prepare_rows(manifest, raw)
 
     bar = _RateBar(quiet)
-    writer = None
-    session = StreamSession(manifest, lambda first, v: writer.writerows(verdict_rows(first, v, manifest)),
+    writer = out_file = None
+
+    def deliver(first: int, verdicts) -> None:
+        writer.writerows(verdict_rows(first, verdicts, manifest))
+        out_file.flush()                      # a live row's verdict goes out now, not when a buffer fills
+
+    session = StreamSession(manifest, deliver,
                             port=port, baud=baud, give_up_after=give_up_after, log=log, progress=bar.advance)
     transport = SerialTransport(port, baud)
     failure = None
@@ -231,7 +245,7 @@ def stream(port, bundle, input_path, output_path, baud, batch_rows, give_up_afte
         driver = Driver(transport, give_up_after=give_up_after, log=log)
         driver.run(session, until=lambda: session.connected)    # a refusing device leaves no file
         with atomic_output(output_path) as out:
-            writer = csv.writer(out)
+            writer, out_file = csv.writer(out), out
             writer.writerow(VERDICT_HEADER)
             try:
                 stream_samples(driver, session, prepared())

@@ -7,8 +7,19 @@ from .manifest import Manifest
 METRIC_ROWS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc")
 
 
+NEEDS_ATTACKS = ("balanced_accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc")
+
+
 def _fmt(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _cell(model: dict, key: str) -> str:
+    """A metric as the table shows it: n/a where the rows hold no attack to find (label-free data)."""
+    value = model[key]
+    if key in NEEDS_ATTACKS and (model.get("attack_rows") == 0 or value != value):
+        return "n/a"
+    return _fmt(value)
 
 
 def metrics_table(models: dict) -> list[str]:
@@ -17,7 +28,7 @@ def metrics_table(models: dict) -> list[str]:
     lines = [f"{'metric':<18}" + "".join(f"{n:>10}" for n in names)]
     for key in METRIC_ROWS + ("threshold",):
         if all(key in models[n] for n in names):
-            lines.append(f"{key:<18}" + "".join(f"{_fmt(models[n][key]):>10}" for n in names))
+            lines.append(f"{key:<18}" + "".join(f"{_cell(models[n], key):>10}" for n in names))
     for n in names:
         if "confusion_matrix" in models[n]:
             (tn, fp), (fn, tp) = models[n]["confusion_matrix"]
@@ -92,8 +103,10 @@ def bench_lines(r: dict) -> list[str]:
     if "run" in r:
         run = r["run"]
         cpu = f" ({run['rows_per_cpu_second']:,.0f} per CPU second)" if run.get("rows_per_cpu_second") else ""
-        lines.append(f"tinyad run pipeline (parse, scale, invoke, score, format): {run['rows_per_second']:,.0f} "
-                     f"rows/s{cpu} over {run['rows']} synthetic rows, start-up excluded")
+        over = (f"{run['rows']:,} synthetic rows" if run.get("source", "synthetic") == "synthetic"
+                else f"the {run['rows']:,} rows of {run['source']}")
+        lines.append(f"tinyad run pipeline (read, parse, scale, invoke, score, format): "
+                     f"{run['rows_per_second']:,.0f} rows/s{cpu} over {over}, start-up excluded")
     lines.append(f"peak RSS of this process: {r['peak_rss_bytes'] / 2**20:.1f} MiB")
     t = r["self_test"]
     lines.append(f"golden self-test: {'passed' if t['passed'] else 'FAILED'} ({t['rows']} rows, max "

@@ -217,7 +217,7 @@ def test_bench_reports_the_run_pipeline_rows_per_second(built_bundle):
     run = json.loads(result.output)["run"]
     assert run["rows"] == 20_000 and run["rows_per_second"] > 0 and run["rows_per_cpu_second"] > 0
     text = CliRunner().invoke(main, ["bench", str(built_bundle), "--invokes", "50"]).output
-    assert "tinyad run pipeline (parse, scale, invoke, score, format): " in text
+    assert "tinyad run pipeline (read, parse, scale, invoke, score, format): " in text
 
 
 # -- live input ----------------------------------------------------------------------------------
@@ -263,3 +263,52 @@ def test_live_input_gets_its_first_verdict_before_the_input_closes(built_bundle)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_stream_sends_a_live_row_in_the_next_frame_before_the_input_closes(built_bundle):
+    """`tinyad stream --input -` over a real pty pair to a real device agent: a row piped in gets
+    its verdict while the input stays open (not when a frame or a batch is full, nor at EOF)."""
+    from fault_relay import Relay
+    from test_link import agent
+
+    header, rows = big_text(1)
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
+    with Relay(baud=115_200) as relay, agent(relay.device_port, built_bundle):
+        proc = subprocess.Popen([*TINYAD, "stream", "--port", relay.host_port, "--model", str(built_bundle),
+                                 "--input", "-", "--quiet"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=env)
+        try:
+            proc.stdin.write(header[0].encode() + rows[0].encode())
+            proc.stdin.flush()
+            assert _line_within(proc.stdout, 60) == "row,status,score,unit_score,is_anomaly,class\r\n"
+            assert _line_within(proc.stdout, 10).startswith("0,scored,")
+            assert proc.poll() is None                    # still running: the input is open
+            proc.stdin.write(rows[1].encode())
+            proc.stdin.flush()
+            assert _line_within(proc.stdout, 10).startswith("1,scored,")
+            proc.stdin.close()
+            assert proc.wait(timeout=30) == 0
+            assert proc.stdout.read() == b""
+            assert "2 samples" in proc.stderr.read().decode()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_bench_measures_the_run_pipeline_on_a_given_csv(built_bundle, tmp_path):
+    import json
+
+    header, rows = big_text(1)
+    data = tmp_path / "rows.csv"
+    data.write_text(header[0] + "".join(rows[:777]))
+    result = CliRunner().invoke(main, ["bench", str(built_bundle), "--invokes", "50", "--json", "--csv", str(data)])
+    assert result.exit_code == 0, result.output
+    run = json.loads(result.output)["run"]
+    assert run["rows"] == 777 and run["source"] == str(data) and run["rows_per_second"] > 0
+    text = CliRunner().invoke(main, ["bench", str(built_bundle), "--invokes", "50", "--csv", str(data)]).output
+    assert f"over the 777 rows of {data}, start-up excluded" in text
+    missing = subprocess.run([*TINYAD, "bench", str(built_bundle), "--csv", str(tmp_path / "nope.csv")],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert missing.stderr.strip().splitlines() == [f"Error: {tmp_path / 'nope.csv'}: no such file"]

@@ -19,6 +19,7 @@ from ..errors import BundleError, DataError, LinkError
 from ..manifest import GOLDEN_FILE, MANIFEST_FILE, MODEL_FILE, load_manifest
 from . import protocol as p
 from .push import PushSession
+from .readahead import ReadAhead
 from .session import GIVE_UP_AFTER, StreamSession, StreamStats, quiet
 from .transport import PortError, Transport
 
@@ -95,26 +96,37 @@ def stream(driver: Driver, session: StreamSession, batches: Iterable[np.ndarray]
     """Send every int8 sample of ``batches``; the session delivers the verdicts. Raises LinkError
     when the device refuses or the link is gone for good, and a DataError from ``batches`` once
     every sample read before it has its verdict. ``session.stats`` holds the figures either way."""
-    source = iter(batches)
+    # Read in a thread: a pipe's next row may be minutes away, and the frames due now must not
+    # wait for it. The reader wakes the driver's read of the line when a batch arrives.
+    source = ReadAhead(batches, wake=driver.transport.wake)
     bad_input: DataError | None = None
 
     def feed() -> None:
         nonlocal bad_input
         while session.wants_input:
-            try:
-                session.add_samples(next(source))
-            except StopIteration:
+            item = source.take()
+            if item is None:
+                break
+            if item is ReadAhead.END:
                 session.end_input()
-            except DataError as exc:
+            elif isinstance(item, DataError):
                 # Bad input: finish what was read before it, so every row before the bad batch
                 # gets its verdict, then report it.
-                bad_input = exc
+                bad_input = item
                 session.end_input()
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                session.add_samples(item)
+        # Nothing more has arrived: the session frames what it holds now instead of waiting to
+        # fill a frame (a live row goes out in the next frame).
+        session.input_idle = not source.waiting()
 
     started = driver.clock()
     try:
         driver.run(session, feed=feed)
     finally:
+        source.close()
         stats = session.stats
         stats.seconds = driver.clock() - started
         stats.crc_errors = driver.crc_errors

@@ -37,6 +37,10 @@ class Transport:
         """Release the port; never raises."""
         raise NotImplementedError
 
+    def wake(self) -> None:
+        """Make a ``read`` waiting in another thread return now (with what it has, maybe nothing).
+        Called from any thread; never raises."""
+
     def reopen(self) -> None:
         """Close, then open the same port again (PortError if it is not there)."""
         raise NotImplementedError
@@ -88,6 +92,14 @@ class SerialTransport(Transport):
         except OSError as exc:
             raise self._lost("read", exc) from None
 
+    def wake(self) -> None:
+        port = self._serial
+        if port is not None and hasattr(port, "cancel_read"):     # pyserial's POSIX port: a pipe it selects on
+            try:
+                port.cancel_read()
+            except OSError:
+                pass
+
     def close(self) -> None:
         port, self._serial = self._serial, None
         if port is not None:
@@ -125,6 +137,12 @@ class Loopback(Transport):
         self._side = side
         self.is_open = True
         self.plugged = True
+        self._woken = False
+
+    def wake(self) -> None:
+        with self._line.changed:
+            self._woken = True
+            self._line.changed.notify_all()
 
     def write(self, data: bytes) -> None:
         with self._line.changed:
@@ -145,7 +163,8 @@ class Loopback(Transport):
                     del buffer[:n]
                     return data
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 or self._woken:
+                    self._woken = False
                     return b""
                 self._line.changed.wait(left)
 
