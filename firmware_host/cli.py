@@ -79,15 +79,60 @@ def main():
     """
 
 
+EXPLAIN_HELP = ("Name the K features behind each flagged row in a last `why` column (feat:value;...), "
+                "most important first. ae, lstm, ae_lstm and forecasting cnn_lstm_attn: value = the "
+                "feature's exact share of the score (its squared residual or forecast error over the "
+                "row's total). vae_dnn and classifying cnn_lstm_attn have no exact cheap attribution: "
+                "value = |z|/clip of the scaled input, 1.0 = at or beyond the training range's edge. "
+                "Values are multiples of 1/255. 0 (default): no why column, output unchanged.")
+
+
+EXPLAIN_MAX_K = 8      # explain.MAX_K, not imported here so start-up stays free of numpy (a test compares)
+
+
+def _explain_option(command):
+    return click.option("--explain", "explain", type=click.IntRange(0, EXPLAIN_MAX_K), default=0, metavar="K",
+                        help=EXPLAIN_HELP)(command)
+
+
+JSONL_HELP = ("Also write each verdict as one JSON object per line to PATH, or - for stdout (which "
+              "then carries no CSV unless --output is given): row, time (the recipe's time column, or a "
+              "column named time or timestamp, when the input has one), status, score, unit_score (null "
+              "without adaptive scoring), is_anomaly, class, model_sha256, and why with --explain.")
+MQTT_HELP = ("Also publish the verdicts to an MQTT broker at QoS 1: mqtt://host[:port][/prefix] (port "
+             "1883, prefix tinyad by default). Topic <prefix>/<id>/verdicts gets one message per block "
+             "of rows, its payload the block's JSON lines (as --jsonl): a bulk file goes about 1,000 rows "
+             "a message, a live row alone; <prefix>/<id>/status a retained online/offline status (model "
+             "hash, self-test, interpreter), offline also as the last will. Reconnects with backoff and "
+             "re-sends what the broker has not acknowledged; at exit waits for every PUBACK. Needs "
+             "pip install 'tinyad[mqtt]'.")
+
+
+def _verdict_output_options(command):
+    command = click.option("--mqtt-id", "mqtt_id", default=None, metavar="ID",
+                           help="Device id in the MQTT topics (default: this host's name).")(command)
+    command = click.option("--mqtt", "mqtt", default=None, metavar="URL", help=MQTT_HELP)(command)
+    return click.option("--jsonl", "jsonl", default=None, metavar="PATH", help=JSONL_HELP)(command)
+
+
+DEVICE_MQTT_QUEUE = 10_000     # MQTT messages the agent keeps while the broker is away (~2.5M verdicts)
+
+
+def _echo_err(message: str) -> None:
+    click.echo(message, err=True)
+
+
 @main.command()
 @click.argument("bundle", type=click.Path(file_okay=False))
 @click.option("--input", "-i", "input_path", required=True, help="CSV with the bundle's feature columns, or - for stdin.")
 @click.option("--output", "-o", "output_path", type=click.Path(dir_okay=False), default=None,
               help="Write verdicts to this CSV instead of stdout.")
+@_explain_option
+@_verdict_output_options
 @click.option("--skip-self-test", is_flag=True, help="Serve even if this machine fails the golden-vector check (unsafe).")
 @click.option("--batch-rows", default=1024, show_default=True,
               help="Most rows scored per batch (live input is scored as it arrives, never held back).")
-def run(bundle, input_path, output_path, skip_self_test, batch_rows):
+def run(bundle, input_path, output_path, explain, jsonl, mqtt, mqtt_id, skip_self_test, batch_rows):
     """Score a CSV (or stdin) with a bundle's int8 model: one verdict per input row.
 
     Reads the bundle's feature columns by name, scales and quantizes them as the manifest
@@ -98,14 +143,19 @@ def run(bundle, input_path, output_path, skip_self_test, batch_rows):
     does not match its manifest, or whose golden vectors this machine does not reproduce.
     """
     from .csv_input import atomic_output, open_text, score_csv
+    from .outputs import open_outputs, status_record
     from .runner import Detector
 
     detector = Detector(bundle, self_test=not skip_self_test)
     if skip_self_test:
         click.echo("warning: golden-vector self-test skipped; verdicts are unchecked on this machine", err=True)
     stream, source = open_text(input_path)
-    with atomic_output(output_path) as out:
-        rows, anomalies = score_csv(detector, stream, source, out, batch_rows)
+    status = status_record(detector.manifest, self_test=detector.self_test_result,
+                           interpreter=detector.runtime.describe(), source="run")
+    with open_outputs(detector.manifest, jsonl=jsonl, mqtt=mqtt, mqtt_id=mqtt_id, status=status,
+                      log=_echo_err) as outputs, atomic_output(output_path) as out:
+        csv_out = None if jsonl == "-" and not output_path else out
+        rows, anomalies = score_csv(detector, stream, source, csv_out, batch_rows, explain, outputs)
     click.echo(f"{rows} rows, {anomalies} anomalies ({detector.runtime.describe()})", err=True)
 
 
@@ -159,7 +209,20 @@ def bench(bundle, invokes, as_json, csv_path):
               help="Bundle directory to serve; 'tinyad deploy' replaces it in place.")
 @click.option("--baud", default=115200, show_default=True, help="Baud rate (ignored by USB-CDC and pseudo-terminals).")
 @click.option("--credit", default=4096, show_default=True, help="Bytes of DATA the host may have in flight.")
-def device(port, bundle, baud, credit):
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None, metavar="N",
+              help="Also serve Prometheus metrics on http://0.0.0.0:N/metrics: counters of samples, anomalies, "
+                   "link CRC errors, re-sends and reconnects, a self-test gauge (1 pass, 0 fail) and a "
+                   "histogram of scores. Needs pip install 'tinyad[metrics]'.")
+@click.option("--jsonl", "jsonl", default=None, metavar="PATH",
+              help="Also append every verdict served to PATH as JSON lines (- for stdout), as `run --jsonl` "
+                   "writes them; row is the sample's number on the link.")
+@click.option("--mqtt", "mqtt", default=None, metavar="URL",
+              help="Also publish every verdict served to an MQTT broker, as `run --mqtt` does (one message per "
+                   "DATA frame, up to 256 rows); the broker may come and go: verdicts wait in a queue of "
+                   "10,000 messages while it is away.")
+@click.option("--mqtt-id", "mqtt_id", default=None, metavar="ID",
+              help="Device id in the MQTT topics (default: this host's name).")
+def device(port, bundle, baud, credit, metrics_port, jsonl, mqtt, mqtt_id):
     """Run the device agent: serve a bundle's verdicts over a serial line, until stopped.
 
     Checks the bundle's hash and replays its golden vectors first (and after every model
@@ -175,15 +238,26 @@ def device(port, bundle, baud, credit):
     import sys
     import time as _time
 
+    import signal
+
     from .link.agent import serve_port
+    from .outputs import open_outputs
 
     def log(message: str) -> None:
         print(f"{_time.strftime('%H:%M:%S')} tinyad device: {message}", file=sys.stderr, flush=True)
 
+    def stop(signum, frame):
+        raise KeyboardInterrupt          # systemd's SIGTERM: stop as Ctrl-C does, flushing the outputs
+
+    signal.signal(signal.SIGTERM, stop)
+    outputs = open_outputs(None, jsonl=jsonl, mqtt=mqtt, mqtt_id=mqtt_id, append=True, wait=False,
+                           max_queued=DEVICE_MQTT_QUEUE, log=log)
     try:
-        serve_port(port, bundle, baud=baud, log=log, credit=credit)
+        serve_port(port, bundle, baud=baud, log=log, credit=credit, metrics_port=metrics_port, outputs=outputs)
     except KeyboardInterrupt:
         log("stopped")
+    finally:
+        outputs.close()
 
 
 @main.command()
@@ -198,7 +272,10 @@ def device(port, bundle, baud, credit):
 @click.option("--give-up-after", default=30.0, show_default=True,
               help="Seconds without a verdict, or with the port gone, before failing.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def stream(port, bundle, input_path, output_path, baud, batch_rows, give_up_after, quiet):
+@_explain_option
+@_verdict_output_options
+def stream(port, bundle, input_path, output_path, baud, batch_rows, give_up_after, quiet, explain, jsonl, mqtt,
+           mqtt_id):
     """Stream a CSV to a device over serial and write one verdict per row, in input order.
 
     Rows are scaled and quantized here with the bundle's manifest and sent as int8, one byte
@@ -206,13 +283,15 @@ def stream(port, bundle, input_path, output_path, baud, batch_rows, give_up_afte
     vanishes (a pulled USB adapter), it reopens the same path until --give-up-after and goes
     on. Exits non-zero, naming how many rows got no verdict, if the device refuses or the link
     is gone for good; a bad input row stops the stream once every row before it has its
-    verdict. Whatever stops it, the verdicts that arrived stay in --output.
+    verdict. Whatever stops it, the verdicts that arrived stay in --output. With --explain K
+    the device names the features behind each flagged verdict, as `tinyad run --explain K` does.
     """
-    from .csv_input import VERDICT_HEADER, atomic_output, open_text, read_batches, verdict_rows
+    from .csv_input import atomic_output, open_text, read_batches, verdict_header, verdict_rows
     from .link.host import Driver, stream as stream_samples
     from .link.session import StreamSession
     from .link.transport import SerialTransport
     from .manifest import load_manifest
+    from .outputs import RowTimes, open_outputs, status_record
     from .report_text import stream_lines
     from .runner import prepare_rows
 
@@ -223,10 +302,14 @@ def stream(port, bundle, input_path, output_path, baud, batch_rows, give_up_afte
     manifest = load_manifest(bundle)
     text, source = open_text(input_path)
     rows_read = 0
+    row_times = RowTimes()                    # time cells of rows sent, until their verdicts arrive
+    outputs = None
 
     def prepared():
         nonlocal rows_read
-        for raw in read_batches(text, manifest, source, batch_rows):
+        for batch in read_batches(text, manifest, source, batch_rows, with_time=bool(jsonl or mqtt)):
+            raw, times = batch if (jsonl or mqtt) else (batch, None)
+            row_times.add(times, len(raw))
             rows_read += len(raw)
             yield prepare_rows(manifest, raw)
 
@@ -234,24 +317,36 @@ def stream(port, bundle, input_path, output_path, baud, batch_rows, give_up_afte
     writer = out_file = None
 
     def deliver(first: int, verdicts) -> None:
-        writer.writerows(verdict_rows(first, verdicts, manifest))
-        out_file.flush()                      # a live row's verdict goes out now, not when a buffer fills
+        if writer is not None:
+            writer.writerows(verdict_rows(first, verdicts, manifest))
+            out_file.flush()                  # a live row's verdict goes out now, not when a buffer fills
+        if outputs:
+            outputs.write(first, verdicts, row_times.take(first, len(verdicts.scores)))
 
     session = StreamSession(manifest, deliver,
-                            port=port, baud=baud, give_up_after=give_up_after, log=log, progress=bar.advance)
+                            port=port, baud=baud, give_up_after=give_up_after, log=log, progress=bar.advance,
+                            explain=explain)
     transport = SerialTransport(port, baud)
     failure = None
     try:
         driver = Driver(transport, give_up_after=give_up_after, log=log)
         driver.run(session, until=lambda: session.connected)    # a refusing device leaves no file
-        with atomic_output(output_path) as out:
-            writer, out_file = csv.writer(out), out
-            writer.writerow(VERDICT_HEADER)
+        status = status_record(manifest, self_test=session.caps.status, interpreter=f"the device on {port}",
+                               source="stream")
+        with open_outputs(manifest, jsonl=jsonl, mqtt=mqtt, mqtt_id=mqtt_id, status=status, log=log) as outputs, \
+                atomic_output(output_path) as out:
+            if jsonl != "-" or output_path:
+                writer, out_file = csv.writer(out), out
+                writer.writerow(verdict_header(explain > 0))
             try:
                 stream_samples(driver, session, prepared())
             except BaseException as exc:      # whatever stops the stream, keep the verdicts that arrived
                 failure = exc
             bar.close()
+            try:
+                outputs.close()               # the JSON lines in place; every PUBACK, or an error
+            except TinyadError as exc:
+                failure = failure or exc
     finally:
         transport.close()
     stats = session.stats
