@@ -22,6 +22,7 @@ bulk file's JSON lines cost about what its CSV costs; ``records`` gives the same
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
@@ -38,25 +39,32 @@ def jsonl_text(first_row: int, verdicts, manifest, times: list[str] | None = Non
         return ""
     with np.errstate(over="ignore", invalid="ignore"):      # as score_text: its float32 value
         scores = np.asarray(verdicts.scores, dtype=np.float64).astype(np.float32).astype(np.float64)
-    score_cells = [text if math.isfinite(value) else "null"
-                   for value, text in zip(scores.tolist(), map("{:.6g}".format, scores.tolist()))]
-    unit_cells = (["null"] * count if verdicts.unit_score is None
-                  else list(map("{:.6f}".format, np.asarray(verdicts.unit_score, dtype=np.float64).tolist())))
-    classes = [json.dumps(name) for name in manifest.classes]
-    flags = ["true" if flag else "false" for flag in np.asarray(verdicts.is_anomaly, dtype=bool).tolist()]
-    time_cells = [""] * count if times is None else [f',"time":{cell}' for cell in map(json.dumps, times)]
+    score_cells = list(map("{:.6g}".format, scores.tolist()))
+    finite = np.isfinite(scores)
+    if not finite.all():                                   # inf and NaN are not JSON numbers
+        for i in np.flatnonzero(~finite).tolist():
+            score_cells[i] = "null"
+    unit_cells = (itertools.repeat("null") if verdicts.unit_score is None
+                  else map("{:.6f}".format, np.asarray(verdicts.unit_score, dtype=np.float64).tolist()))
+    # The rest of a scored row depends only on its verdict and class: one text per pair.
+    sha = f'"model_sha256":"{manifest.sha256}"'
+    classes = len(manifest.classes)
+    endings = [f',"is_anomaly":{flag},"class":{json.dumps(name)},{sha}'
+               for flag in ("false", "true") for name in manifest.classes]
+    keys = (np.asarray(verdicts.is_anomaly, dtype=bool).astype(np.int64) * classes
+            + np.asarray(verdicts.predicted, dtype=np.int64)).tolist()
+    time_cells = itertools.repeat("") if times is None else [f',"time":{cell}' for cell in map(json.dumps, times)]
     why = getattr(verdicts, "why", None)
-    why_cells = [""] * count if why is None else [f',"why":{_why_json(entry)}' for entry in why]
-    tail = f',"model_sha256":"{manifest.sha256}"'
-    lines = [f'{{"row":{row}{time},"status":"scored","score":{score},"unit_score":{unit},'
-             f'"is_anomaly":{flag},"class":{classes[cls]}{tail}{explained}}}\n'
-             for row, time, score, unit, flag, cls, explained in
-             zip(range(first_row, first_row + count), time_cells, score_cells, unit_cells, flags,
-                 np.asarray(verdicts.predicted, dtype=np.int64).tolist(), why_cells)]
-    if verdicts.warming_up is not None:
+    why_cells = itertools.repeat("") if why is None else [f',"why":{_why_json(entry)}' for entry in why]
+    lines = list(map('{"row":%d%s,"status":"scored","score":%s,"unit_score":%s%s%s}\n'.__mod__,
+                     zip(range(first_row, first_row + count), time_cells, score_cells, unit_cells,
+                         map(endings.__getitem__, keys), why_cells)))
+    if verdicts.warming_up is not None and verdicts.warming_up.any():
+        time_cells = [""] * count if times is None else time_cells
+        why_cells = [""] * count if why is None else why_cells
         for i in np.flatnonzero(verdicts.warming_up).tolist():
             lines[i] = (f'{{"row":{first_row + i}{time_cells[i]},"status":"warming_up","score":null,'
-                        f'"unit_score":null,"is_anomaly":false,"class":null{tail}{why_cells[i]}}}\n')
+                        f'"unit_score":null,"is_anomaly":false,"class":null,{sha}{why_cells[i]}}}\n')
     return "".join(lines)
 
 
