@@ -69,15 +69,52 @@ def test_nab_series_is_temporal_label_free(tmp_path, shared_data):
     assert (tmp_path / recipe.data.path).resolve() == (shared_data / NAB_SERIES).resolve()
 
 
-def test_nsl_kdd_without_header_is_refused(tmp_path, shared_data):
-    result, out = _init(tmp_path, shared_data / "nsl_kdd/KDDTest+.txt.gz")
+def test_nsl_kdd_has_no_header_and_is_read_by_its_loader(tmp_path, shared_data):
+    recipe, text = _written(tmp_path, shared_data / "nsl_kdd/KDDTest+.txt.gz")
+    assert (recipe.data.loader, recipe.detector.kind, recipe.threshold.method) == ("nsl_kdd", "vae_dnn", "f1")
+    assert "protocol_type: kept, a category (icmp, tcp, udp), one-hot encoded by the nsl_kdd loader" in text
+    assert "attack: label, the nsl_kdd loader reads it" in text and "difficulty: excluded" in text
+    assert "protocol_type" not in recipe.data.exclude and "difficulty" not in recipe.data.exclude
+
+
+def test_a_headerless_csv_of_no_known_set_is_refused(tmp_path):
+    path = tmp_path / "rows.csv"
+    path.write_text("".join(f"{i},{i * 2}.5,1\n" for i in range(30)))
+    result, out = _init(tmp_path, path)
     _one_line_error(result, "the first row looks like data (cell 1 is '0'), not a header")
     assert not out.exists()
 
 
-def test_unknown_label_free_csv_asks_for_a_label(tmp_path, shared_data):
-    result, _ = _init(tmp_path, shared_data / "n_baiot/scan.csv")
-    _one_line_error(result, "the generic CSV loader needs a label column; pass --label COLUMN")
+def test_label_free_csv_is_an_autoencoder_on_every_row(tmp_path, shared_data):
+    """No --label and no known data set: the generic loader takes every row as normal."""
+    recipe, text = _written(tmp_path, shared_data / "n_baiot/scan.csv")
+    assert (recipe.data.loader, recipe.detector.kind, recipe.split.method) == ("csv", "ae", "random")
+    assert recipe.data.label is None and recipe.threshold.method == "percentile"
+    assert "figures that need labels (F1, ROC AUC) read n/a" in text
+
+
+def test_without_label_a_label_named_column_is_left_out(tmp_path, shared_data):
+    recipe, text = _written(tmp_path, shared_data / "sdn_ddos/dataset_sdn.csv.gz")
+    assert (recipe.data.loader, recipe.detector.kind, recipe.data.label) == ("csv", "ae", None)
+    assert "label" in recipe.data.exclude
+    assert "label: excluded, named like a label: left out so the model does not learn the answer; pass " \
+           "--label label to train on it" in text
+
+
+def _data_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.name.endswith((".csv", ".csv.gz", ".txt.gz")))
+
+
+def test_init_writes_a_loadable_recipe_for_every_shared_data_file(tmp_path, shared_data):
+    """Every file of every data set under ../shared/data, without --label: a recipe that loads."""
+    files = _data_files(shared_data)
+    assert len({f.relative_to(shared_data).parts[0] for f in files}) == 5      # sdn, n_baiot, ton_iot, nsl_kdd, nab
+    for i, path in enumerate(files):
+        result, out = _init(tmp_path, path, out=f"recipe{i}.toml")
+        assert result.exit_code == 0, f"{path}: {result.output}"
+        recipe = load_recipe(out)
+        assert (tmp_path / recipe.data.path if isinstance(recipe.data.path, str) else
+                tmp_path / recipe.data.path[0]).resolve() == path.resolve()
 
 
 def _one_line_error(result, text: str) -> None:
@@ -137,7 +174,10 @@ def _shrink(path: Path, **values) -> None:
     ("sdn_ddos/dataset_sdn.csv.gz", ["--label", "label"],
      {"max_rows": 6000, "epochs": 10, "classifier_epochs": 10}),
     (NAB_SERIES, [], {"epochs": 3}),
-], ids=["sdn_ddos_vae_dnn", "nab_lstm"])
+    ("n_baiot/scan.csv", [], {"epochs": 3}),
+    ("nsl_kdd/KDDTest+.txt.gz", [], {"max_rows": 2000, "epochs": 2, "classifier_epochs": 2}),
+    ("ton_iot/Train_Test_IoT_Modbus.csv.gz", [], {"max_rows": 2000, "epochs": 2}),
+], ids=["sdn_ddos_vae_dnn", "nab_lstm", "n_baiot_label_free_ae", "nsl_kdd_vae_dnn", "ton_iot_label_free_ae"])
 def test_starter_recipe_builds(tmp_path, shared_data, csv, flags, edits):
     result, out = _init(tmp_path, shared_data / csv, *flags)
     assert result.exit_code == 0, result.output
@@ -146,6 +186,10 @@ def test_starter_recipe_builds(tmp_path, shared_data, csv, flags, edits):
     built = CliRunner().invoke(main, ["build", str(out), "--out", str(bundle), "--work", str(tmp_path / "work")])
     assert built.exit_code == 0, built.output
     assert (bundle / "manifest.json").is_file() and f"bundle written to {bundle}" in built.output
+    if load_recipe(out).data.loader == "csv" and "--label" not in flags:     # label-free
+        assert re.search(r"^\s*f1\s+n/a\s+n/a\s+n/a$", built.output, re.M), built.output
+        assert "gate f1           pass: skipped: the held-out rows hold no attack row" in built.output
+        assert "gate false_alarms pass" in built.output
 
 
 def test_time_found_by_its_dates_and_ipv6_addresses_excluded(tmp_path):

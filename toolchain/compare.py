@@ -34,7 +34,7 @@ def comparison_rows(report: dict, latency: dict | None = None) -> list[dict]:
     kind = report["recipe"]["detector"]["kind"]
     for model in ("float", "int8"):
         m = verify["models"][model]
-        row = {"scorer": f"{kind} ({model})", **{k: m[k] for k in COLUMNS},
+        row = {"scorer": f"{kind} ({model})", **_figures(m),
                "parameters": report["train"]["parameters"], "bytes": quant["size_bytes"][model]}
         if latency:
             row["p50_us"] = latency[model]["invoke_us_p50"]
@@ -49,10 +49,16 @@ def comparison_rows(report: dict, latency: dict | None = None) -> list[dict]:
         if "skipped" in result:
             rows.append({"scorer": name, "skipped": result["skipped"]})
             continue
-        row = {"scorer": name, **{k: result[k] for k in COLUMNS}, "parameters": result.get("parameters")}
+        row = {"scorer": name, **_figures(result), "parameters": result.get("parameters")}
         _windows(row, result)
         rows.append(row)
     return rows
+
+
+def _figures(metrics: dict) -> dict:
+    """F1 and the AUCs of one scorer; None (shown as '-') where the rows hold no attack to find."""
+    defined = metrics.get("attack_rows") != 0
+    return {k: metrics[k] if defined else None for k in COLUMNS}
 
 
 def _windows(row: dict, metrics: dict) -> None:

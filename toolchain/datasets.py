@@ -295,14 +295,20 @@ def _load_nsl_kdd(path: Path, exclude, target=None, **_) -> Dataset:
                    SOURCES["nsl_kdd"], one_hot, categories=categories)
 
 
+UNLABELLED = "unlabelled"       # the one class of a CSV loaded without a label column
+
+
 def _load_csv(path: Path, exclude, label=None, normal=None, time_column=None, **_) -> Dataset:
     import pandas as pd
 
-    if not label:
-        raise DataError(f"{path}: the generic CSV loader needs the label column (recipe [data] label, or --label)")
     frame = _read_csv(path, "csv")
-    _require(frame, path, label)
-    classes = frame[label].astype(str).str.strip().to_numpy()
+    if label:
+        _require(frame, path, label)
+        classes = frame[label].astype(str).str.strip().to_numpy()
+    else:
+        # No label: every row counts as normal (an autoencoder learns them all); figures that
+        # need labels (F1, ROC AUC) are reported as n/a, thresholds come from score percentiles.
+        classes, normal = np.full(len(frame), UNLABELLED), UNLABELLED
     if time_column:
         _require(frame, path, time_column)
     columns = [c for c in frame.columns if c not in (label, time_column) and c not in exclude]

@@ -20,6 +20,7 @@ def detection_metrics(is_attack: np.ndarray, scores: np.ndarray, flagged: np.nda
     both_classes = 0 < y.sum() < len(y)
     result = {
         "rows": int(len(y)),
+        "attack_rows": int(y.sum()),        # 0 (label-free data): F1, recall and the AUCs are not defined
         "accuracy": float(skm.accuracy_score(y, flagged)),
         "balanced_accuracy": float(skm.balanced_accuracy_score(y, flagged)) if both_classes else float("nan"),
         "precision": float(skm.precision_score(y, flagged, zero_division=0)),

@@ -9,6 +9,7 @@ TOML text with a plain-English comment beside every choice. Neither prints.
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 import re
 import tempfile
@@ -19,6 +20,8 @@ from pathlib import Path
 from firmware_host.csv_input import open_text
 from firmware_host.errors import DataError
 from firmware_host.values import CellError, is_missing, parse_cell, records
+
+from .datasets import NSL_KDD_COLUMNS
 
 SAMPLE_ROWS = 5000               # rows kept to judge the columns: enough for category counts
 SCAN_ROWS = 200_000              # rows read to draw them from (files are often sorted by class or time)
@@ -69,8 +72,11 @@ def _sample(path: Path) -> tuple[list[str], list[list[str]]]:
             if header is None:
                 raise DataError(f"{path}: empty file")
             header = [c.strip() for c in header]
+            first = []
+            if _nsl_kdd_row(header):           # NSL-KDD has no header: its loader names the columns
+                first, header = [header], _nsl_kdd_names(len(header))
             _require_header(path, header)
-            rows = _reservoir(records(reader, header, source))
+            rows = _reservoir(itertools.chain(((1, cells) for cells in first), records(reader, header, source)))
     except (UnicodeDecodeError, EOFError, OSError) as exc:
         raise DataError(f"{path}: not a readable CSV ({str(exc).splitlines()[0][:200]})") from None
     except csv.Error as exc:
@@ -95,6 +101,16 @@ def _reservoir(numbered) -> list[list[str]]:
             if slot < SAMPLE_ROWS:
                 kept[slot] = (seen, cells)
     return [cells for _, cells in sorted(kept, key=lambda pair: pair[0])]
+
+
+def _nsl_kdd_row(cells: list[str]) -> bool:
+    """A header-less NSL-KDD record: 41 features, the attack name and (KDD+ files) a difficulty."""
+    return len(cells) in (42, 43) and cells[1].strip() in ("tcp", "udp", "icmp") and \
+        _number(cells[0]) is not None
+
+
+def _nsl_kdd_names(width: int) -> list[str]:
+    return (list(NSL_KDD_COLUMNS) + ["attack", "difficulty"])[:width]
 
 
 def _require_header(path: Path, header: list[str]) -> None:
@@ -174,6 +190,8 @@ def _known_set(path: Path, header: list[str]) -> str | None:
     if path.name.startswith("benign") and header and all(h.startswith(("MI_dir", "H_", "HH_", "HpHp_"))
                                                          for h in header):
         return "nbaiot"
+    if header[:len(NSL_KDD_COLUMNS) + 1] == _nsl_kdd_names(len(NSL_KDD_COLUMNS) + 1):
+        return "nsl_kdd"
     return None
 
 
@@ -191,11 +209,13 @@ def inspect_csv(path: str | Path, label: str | None = None, time: str | None = N
         raise DataError(f"{path}: --label and --time both name {label!r}")
     cells = {name: [r[i] for r in rows] for i, name in enumerate(header)}
     found = Inspection(path, [], len(rows), label=label, known=_known_set(path, header))
+    if found.known == "nsl_kdd":
+        found.label = "attack"             # the nsl_kdd loader reads it: normal, or the attack's name
     found.time = time or next((n for n in header if n != label and _parses_as_time(cells[n])), None) or next(
         (n for n in header if n != label and n.lower() in TIME_NAMES), None)
     for name in header:
         found.columns.append(_judge(name, cells, found))
-    if label is not None:
+    if label is not None and found.known is None:
         present = {c.strip() for c in cells[label]}
         if not present & set(NORMAL_VALUES):
             common = max(sorted(present), key=[c.strip() for c in cells[label]].count)
@@ -203,9 +223,18 @@ def inspect_csv(path: str | Path, label: str | None = None, time: str | None = N
     return found
 
 
+LABEL_NAMES = ("label", "labels", "attack", "is_attack", "class", "target", "anomaly", "is_anomaly")
+
+
 def _judge(name: str, cells: dict, found: Inspection) -> Column:
     if name == found.label:
-        return Column(name, "label", "the label you named: what the model learns to predict")
+        return Column(name, "label", "the label you named: what the model learns to predict" if found.known is None
+                      else f"the {found.known} loader reads it as the label (normal, or the attack's name)")
+    if found.known == "nsl_kdd" and name not in NSL_KDD_COLUMNS:
+        return Column(name, "excluded", "NSL-KDD's difficulty level of the record, not a property of the traffic")
+    if found.label is None and found.known is None and name.lower() in LABEL_NAMES:
+        return Column(name, "excluded", f"named like a label: left out so the model does not learn the answer; "
+                                        f"pass --label {name} to train on it")
     if name == found.time:
         return Column(name, "time", "the time of each row: it orders the split and is not a feature")
     if _parses_as_time(cells[name]):
@@ -234,9 +263,6 @@ def plan_recipe(found: Inspection) -> dict:
         raise DataError(f"{found.path}: no column holds numbers the model could read "
                         f"({'; '.join(f'{c.name}: {c.reason}' for c in found.columns)})")
     loader = found.known or "csv"
-    if loader == "csv" and found.label is None:
-        raise DataError(f"{found.path}: the generic CSV loader needs a label column; pass --label COLUMN "
-                        "(the column that says which rows are normal)")
     if found.time and len(kept) == 1:
         return {"loader": loader, "split": "probation", "detector": "lstm",
                 "why_split": "one value over time: learn from the first 15 % of the series (at most 750 "
@@ -247,12 +273,19 @@ def plan_recipe(found: Inspection) -> dict:
     split, why_split = (("time", f"rows have a time ('{found.time}'): train on the earlier 60 %, validate "
                                  "on the next 20 % and test on the latest 20 %, as the model will meet the "
                                  "future") if found.time else
-                        ("random", "no time column: rows are dealt at random (60 / 20 / 20), keeping each "
-                                   "class's share the same in every part"))
+                        ("random", "no time column: rows are dealt at random (60 / 20 / 20)"
+                                   + (", keeping each class's share the same in every part" if found.label
+                                      or loader != "csv" else "")))
     if found.label:
         return {"loader": loader, "split": split, "detector": "vae_dnn", "why_split": why_split,
                 "why_detector": f"a label ('{found.label}') exists: a VAE learns the shape of the rows and a "
                                 "small classifier on its code learns normal vs anomalous from the labels"}
+    if loader == "csv":
+        return {"loader": loader, "split": split, "detector": "ae", "why_split": why_split,
+                "why_detector": "no label: an autoencoder learns to rebuild the training rows, all taken as "
+                                "normal, and a row it rebuilds badly is anomalous; the threshold flags the "
+                                "top 1 % of validation scores, and figures that need labels (F1, ROC AUC) "
+                                "read n/a. Pass --label COLUMN if a column says which rows are attacks"}
     return {"loader": loader, "split": split, "detector": "ae", "why_split": why_split,
             "why_detector": "no label: an autoencoder learns to rebuild normal rows; a row it rebuilds "
                             "badly is anomalous"}
@@ -269,7 +302,10 @@ def _data_lines(found: Inspection, plan: dict, recipe_dir: Path) -> list[str]:
     path = _q(where) if plan["loader"] != "nbaiot" else f"[{_q(where)}]"
     lines += [f"path = {path}", 'relative_to = "recipe"          # the path is relative to this file\'s folder']
     if plan["loader"] == "csv":
-        lines.append(f"label = {_q(found.label)}")
+        if found.label:
+            lines.append(f"label = {_q(found.label)}")
+        else:
+            lines.append("# label = \"attack\"               # none: every row is taken as normal (see Detector)")
         if found.normal is not None:
             lines.append(f"normal = {_q(found.normal)}  # its most common value; no 0/normal/benign value "
                          "found: check this")
@@ -277,6 +313,9 @@ def _data_lines(found: Inspection, plan: dict, recipe_dir: Path) -> list[str]:
             lines.append(f"time_column = {_q(found.time)}")
     if plan["loader"] != "nab":      # a NAB series is timestamp,value: nothing to leave out
         dropped = [c.name for c in found.columns if c.role not in ("number", "boolean", "label", "time")]
+        if plan["loader"] == "nsl_kdd":      # its loader one-hot encodes categories and reads only its columns
+            dropped = [c.name for c in found.columns
+                       if c.name in NSL_KDD_COLUMNS and c.role not in ("number", "boolean", "category")]
         if dropped:
             lines.append(f"exclude = [{', '.join(_q(n) for n in dropped)}]")
     if plan["detector"] != "lstm":     # a sample of a series would break its windows
@@ -291,6 +330,11 @@ def _column_lines(found: Inspection, plan: dict) -> list[str]:
             verdict = "kept"
         elif c.role in ("label", "time"):
             verdict = c.role
+        elif c.role == "category" and plan["loader"] == "nsl_kdd":
+            verdict = "kept"
+            c = Column(c.name, c.role, f"a category ({', '.join(c.values[:6])}"
+                                       f"{', ...' if len(c.values) > 6 else ''}), one-hot encoded by the nsl_kdd "
+                                       "loader")
         elif c.role == "category":
             verdict = "excluded"
             c = Column(c.name, c.role, f"a category ({', '.join(c.values[:6])}"
@@ -348,7 +392,9 @@ def _detector_lines(kind: str, found: Inspection) -> list[str]:
         return ["hidden = [64, 32]", "latent = 8", "classifier = [32, 16]",
                 'activation = "relu6"            # bounded, so int8 keeps close to float',
                 "epochs = 20", "classifier_epochs = 20", "batch_size = 64"]
-    return ["hidden = [32, 16]", "latent = 8", 'activation = "relu6"', 'train_on = "normal"',
+    return ["hidden = [32, 16]", "latent = 8", 'activation = "relu6"',
+            'train_on = "normal"' + ("              # without a label, every row is normal" if not found.label
+                                     and not found.known else ""),
             "epochs = 50", "batch_size = 32"]
 
 
