@@ -146,6 +146,9 @@ def run(bundle, input_path, output_path, explain, jsonl, mqtt, mqtt_id, skip_sel
     from .outputs import open_outputs, status_record
     from .runner import Detector
 
+    if mqtt:
+        from .outputs.mqtt import preload
+        preload()                             # paho imports while the model loads
     detector = Detector(bundle, self_test=not skip_self_test)
     if skip_self_test:
         click.echo("warning: golden-vector self-test skipped; verdicts are unchecked on this machine", err=True)

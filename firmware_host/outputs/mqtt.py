@@ -88,6 +88,18 @@ def check_device_id(device_id: str) -> str:
     return device_id
 
 
+def preload() -> None:
+    """Start importing paho-mqtt in the background (~40 ms, most of it urllib and ssl), so that
+    it overlaps the model's loading and self-test; ``_paho`` then finds it imported (or waits
+    on the import lock for it). A missing package is reported by ``_paho``, not here."""
+    def load():
+        try:
+            import paho.mqtt.client  # noqa: F401
+        except Exception:         # missing, or an import-lock clash: _paho imports again and reports
+            pass
+    threading.Thread(target=load, name="tinyad-paho-import", daemon=True).start()
+
+
 def _paho():
     try:
         import paho.mqtt.client as client
@@ -206,7 +218,7 @@ class MqttSink:
         naming what the broker has not acknowledged (those verdicts may be lost)."""
         deadline = time.monotonic() + timeout
         while self.unacknowledged()[0] and time.monotonic() < deadline:
-            time.sleep(0.01)
+            time.sleep(0.002)
         messages, rows = self.unacknowledged()
         if not messages:
             info = self.client.publish(self.status_topic, self._status("offline"), qos=1, retain=True)
