@@ -149,8 +149,8 @@ def test_generic_csv_build_with_label_flag_and_refusal_to_clobber(tmp_path):
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "notes.txt").write_text("keep me")
-    result = invoke("build", recipe, "--out", tmp_path / "bundle", "--work", tmp_path / "w")
-    assert result.exit_code == 1 and "needs the label column" in result.output
+    result = invoke("build", recipe, "--label", "is_attack", "--out", tmp_path / "bundle", "--work", tmp_path / "w")
+    assert result.exit_code == 1 and "label column 'is_attack' is missing" in result.output
     assert not (tmp_path / "bundle").exists()
     result = invoke("build", recipe, "--label", "verdict", "--out", precious, "--work", tmp_path / "refused")
     assert result.exit_code == 1 and "not a tinyad bundle" in result.output

@@ -179,11 +179,12 @@ def test_gzip_non_numeric_cell_in_sdn_layout(tmp_path):
         load_dataset("sdn_ddos", tmp_path, "sdn.csv.gz")
 
 
-def test_unknown_loader_and_missing_label_for_csv(tmp_path):
+def test_unknown_loader_and_a_csv_without_label(tmp_path):
     with pytest.raises(DataError, match="known: sdn_ddos"):
         load_dataset("parquet", tmp_path, "x")
-    with pytest.raises(DataError, match="needs the label column"):
-        load_dataset("csv", tmp_path, _write(tmp_path, "x.csv", "a\n1\n"))
+    unlabelled = load_dataset("csv", tmp_path, _write(tmp_path, "x.csv", "a,b\n1,2\n3,4\n"))
+    assert unlabelled.classes.tolist() == ["unlabelled", "unlabelled"] and unlabelled.normal_class == "unlabelled"
+    assert list(unlabelled.features.columns) == ["a", "b"]
 
 
 def test_resolve_data_root(tmp_path, monkeypatch):
