@@ -371,7 +371,9 @@ def verdict_text(first_row: int, verdicts, manifest: Manifest) -> str:
         for i in np.flatnonzero(verdicts.warming_up).tolist():
             lines[i] = f"{first_row + i},warming_up,,,0,\r\n"
     if verdicts.why is not None:
-        lines = [f"{line[:-2]},{_csv_cell(why_text(reasons)) if reasons else ''}\r\n"
+        # csv.writer quotes a cell only for a comma, quote or line break, which only a name can hold.
+        plain = not any(mark in name for name in manifest.features for mark in ',"\r\n')
+        lines = [f"{line[:-2]},{(why_text(reasons) if plain else _csv_cell(why_text(reasons))) if reasons else ''}\r\n"
                  for line, reasons in zip(lines, verdicts.why)]
     return "".join(lines)
 

@@ -118,7 +118,7 @@ def test_the_why_example_in_PROTOCOL_md_is_what_the_encoder_sends():
 
 
 def test_the_why_column_is_what_csv_writer_writes_and_nothing_else_changes():
-    manifest = load_manifest_stub()
+    manifest = load_manifest_stub(["pressure", "humidity", "temp, outside"])   # a name csv.writer quotes
     why = [[["temp, outside", 200 / 255], ["humidity", 55 / 255]], [], [["pressure", 1.0]]]
     text = verdict_text(10, _verdicts(why), manifest)
     out = io.StringIO()
@@ -127,14 +127,17 @@ def test_the_why_column_is_what_csv_writer_writes_and_nothing_else_changes():
     assert text.splitlines()[0].endswith(',"temp, outside:0.784;humidity:0.216"')
     # The other columns are the bytes a run without --explain writes.
     plain = verdict_text(10, _verdicts(None), manifest)
+    unquoted = load_manifest_stub(FEATURES)
+    assert verdict_text(10, _verdicts(why), unquoted).splitlines()[2].endswith(
+        ",anomaly,pressure:1.000")
     assert [",".join(row[:6]) for row in csv.reader(io.StringIO(text))] == plain.splitlines()
     assert [row[6] for row in csv.reader(io.StringIO(text))][1] == ""
 
 
-def load_manifest_stub():
+def load_manifest_stub(features):
     from test_input_rules import _manifest
 
-    return _manifest(FEATURES)
+    return _manifest(features)
 
 
 # -- real bundles --------------------------------------------------------------------------------
