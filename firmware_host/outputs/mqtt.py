@@ -37,6 +37,7 @@ KEEPALIVE = 30                  # seconds between pings while idle; a dead clien
 RECONNECT_DELAYS = (1, 30)      # seconds: the first reconnect attempt, doubling up to the second
 CONNECT_TIMEOUT = 10.0          # seconds ``wait_connected`` waits for the broker's CONNACK
 CLOSE_TIMEOUT = 30.0            # seconds ``close`` waits for the last PUBACKs
+FAILED_CLOSE_TIMEOUT = 5.0      # the same after a run that failed anyway: do not hold up its error
 MAX_INFLIGHT = 100              # QoS 1 messages sent and not yet acknowledged; more wait in paho's queue
 INSTALL_HINT = "pip install 'tinyad[mqtt]'"
 
@@ -215,7 +216,10 @@ class MqttSink:
 
     def close(self, complete: bool = True, timeout: float = CLOSE_TIMEOUT) -> None:
         """Wait up to ``timeout`` s for every PUBACK, say "offline", disconnect. Raises OutputError
-        naming what the broker has not acknowledged (those verdicts may be lost)."""
+        naming what the broker has not acknowledged (those verdicts may be lost). After a failed
+        run (``complete`` False: a bad row, Ctrl-C) it waits at most ``FAILED_CLOSE_TIMEOUT`` s."""
+        if not complete:
+            timeout = min(timeout, FAILED_CLOSE_TIMEOUT)
         deadline = time.monotonic() + timeout
         while self.unacknowledged()[0] and time.monotonic() < deadline:
             time.sleep(0.002)
