@@ -312,9 +312,10 @@ def _search_progress():
                                             "overrides [data] label")
 @click.option("--time", "time_column", default=None,
               help="With --csv: the time column; the split and the search folds then follow time order")
-@click.option("--template", type=click.Choice(["supervised", "ae"]), default="supervised", show_default=True,
-              help="With --csv: models/template_supervised.toml (vae_dnn, F1) or template_ae.toml (autoencoder, "
-                   "ROC-AUC)")
+@click.option("--template", default="supervised", show_default=True,
+              help="With --csv: 'supervised' (models/template_supervised.toml: vae_dnn, F1), 'ae' "
+                   "(template_ae.toml: autoencoder on the normal rows, ROC-AUC), or a recipe file of your own "
+                   "whose [data] the CSV replaces")
 @click.option("--trials", type=int, required=True,
               help="Trials the study holds when the search ends (a rerun resumes up to this many)")
 @click.option("--jobs", type=int, default=1, show_default=True,

@@ -21,6 +21,7 @@ from .space import apply, parse_search, recipe_toml
 
 CONFIG_JSON, CHOSEN_TOML, STUDY_DB = "search.json", "chosen.toml", "study.db"
 TEMPLATES = Path(__file__).resolve().parents[2] / "models"
+SHIPPED_TEMPLATES = ("supervised", "ae")
 POLL_S = 2.0                 # how often the coordinator reads the study while workers run
 STOP_WAIT_S = 30.0           # how long interrupted workers get to tell their trial before being killed
 
@@ -52,12 +53,15 @@ def load_raw(path: Path) -> dict:
 
 
 def csv_recipe(csv: Path, label: str, time_column: str | None, template: str) -> tuple[dict, Path]:
-    """A recipe table for the user's own CSV from a shipped template (models/template_<name>.toml)."""
-    from ..recipe import tomllib
+    """A recipe table for the user's own CSV from a template: ``supervised`` or ``ae`` (shipped as
+    models/template_<name>.toml), or the path of a recipe file whose [data] is replaced."""
+    from ..recipe import load_recipe, tomllib
 
-    path = TEMPLATES / f"template_{template}.toml"
+    path = TEMPLATES / f"template_{template}.toml" if template in SHIPPED_TEMPLATES else Path(template)
     if not path.is_file():
-        raise RecipeError(f"{path}: the search template is missing (it ships in the source tree's models/)")
+        raise RecipeError(f"{path}: no such search template (shipped: {', '.join(SHIPPED_TEMPLATES)}, in the "
+                          "source tree's models/; or give a recipe file)")
+    load_recipe(path)
     csv = Path(csv).resolve()
     if not csv.is_file():
         raise RecipeError(f"{csv}: no such CSV file")

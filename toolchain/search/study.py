@@ -1,7 +1,7 @@
 """The Optuna study of a search: storage, the trial loop every worker runs, progress, Pareto front.
 
 Objectives: maximize the int8 fold score (F1, or ROC-AUC), minimize int8 bytes, minimize int8
-invoke p50. The device limits are hard constraints through the sampler's ``constraints_func``:
+invoke p50. The device limits are hard constraints (``Trial.set_constraint``, which TPE reads):
 a trial over ``max_bytes`` or ``max_p50_us`` still completes with its figures (so TPE learns
 where the limits lie) but is infeasible: it never enters the Pareto front or the choice.
 A trial that fails (op-list gate, int8 gate, any TinyadError) is told FAIL with its reason in
@@ -50,17 +50,12 @@ def open_study(url: str, name: str, sampler=None):
 
 
 def sampler(spec, seed: int, worker: int, offset: int):
-    """TPE over the space, constraint-aware; seeded per worker and per resume (``offset``: trials
-    already in the study) so that two workers, or a resumed run, never replay the same draws."""
+    """TPE over the space (it reads the constraints each trial sets); seeded per worker and per
+    resume (``offset``: trials already in the study) so that two workers, or a resumed run, never
+    replay the same draws."""
     optuna = _optuna()
-
-    def constraints(trial) -> list[float]:
-        a = trial.user_attrs
-        return [a.get("int8_bytes", 0) - spec.max_bytes, a.get("p50_us", 0.0) - spec.max_p50_us]
-
     return optuna.samplers.TPESampler(n_startup_trials=spec.random_trials, seed=seed + 1009 * worker + offset,
-                                      multivariate=True, group=True, warn_independent_sampling=False,
-                                      constraints_func=constraints)
+                                      multivariate=True, group=True, warn_independent_sampling=False)
 
 
 # -- counting and progress ------------------------------------------------------------------------
@@ -146,6 +141,9 @@ def work(config: dict, worker: int, progress=None) -> int:
                 trial.set_user_attr(key, value)
             trial.set_user_attr("feasible", outcome.int8_bytes <= spec.max_bytes and
                                 outcome.p50_us <= spec.max_p50_us)
+            # Hard limits: a positive value makes the trial infeasible for the sampler too.
+            trial.set_constraint("int8_bytes_over_max", outcome.int8_bytes - spec.max_bytes)
+            trial.set_constraint("p50_us_over_max", outcome.p50_us - spec.max_p50_us)
             study.tell(trial, [outcome.score, float(outcome.int8_bytes), outcome.p50_us])
         if progress:
             progress(status(study, config["trials"], config["run"], config["started"]))

@@ -7,8 +7,10 @@ recipe's rule on the int8 model's validation scores, and the held rows are score
 
 The int8 gate of a trial is the build's, with one saving: int8 verdicts are compared with the
 Keras float model's rather than a converted float TFLite twin (one conversion less per fold; the
-two compute the same float32 network). When the recipe's ``[quantize]`` settings fail a gate the
-trial tries the build's first remedy (more calibration rows); still failing, the trial fails.
+two compute the same float32 network). When the recipe's conversion fails a gate the trial tries
+the build's cheap remedies: the int8 threshold matched to float's validation verdicts, then more
+calibration rows (one reconversion); still failing, the trial fails. The final build runs the
+whole remedy chain (toolchain/remedies.py).
 """
 
 from __future__ import annotations
@@ -54,58 +56,76 @@ def _attempts(spec: QuantizeSpec, pool: int) -> list[tuple[str, QuantizeSpec]]:
     return [("recipe", spec)] + ([(first[0], first[2])] if isinstance(first[2], QuantizeSpec) else [])
 
 
-def _fold_models(prep, trained, recipe: Recipe, model_path: Path, qspec: QuantizeSpec) -> tuple[dict, dict, bytes]:
-    """Convert with ``qspec``, then the int8 and float figures on the held rows:
-    (metrics per model, verdicts per model, int8 model bytes). Raises QuantizationError (op list)."""
-    from firmware_host.interpreter import load_runtime
-    from firmware_host.runner import TFLiteModel, model_scores
+class _Fold:
+    """One fold's trained network and its Keras float figures; ``convert`` makes int8 attempts of it."""
 
-    kind, params = recipe.detector.kind, trained.score_params
-    x_train, pos_train = model_inputs(prep, trained, "train")
-    rep, _ = representative_rows(x_train, part_truth(prep, "train", pos_train)[0], qspec, recipe.seed,
-                                 trained.scaler.clip)
-    int8 = convert.convert(trained.model, int8=True, representative=rep, per_channel=qspec.per_channel)
-    convert.assert_int8(int8)
-    model_path.write_bytes(int8)
-    model = TFLiteModel(model_path, load_runtime())
-    x_val, pos_val = model_inputs(prep, trained, "validation")
-    x_held, pos_held = model_inputs(prep, trained, "test")
-    val_attack = part_truth(prep, "validation", pos_val)[0]
-    held_attack = part_truth(prep, "test", pos_held)[0]
-    val_scores = model_scores(model, x_val, kind, 0, params)[0]
-    held_scores, held_out = model_scores(model, x_held, kind, 0, params)[:2]
-    threshold = calibrate_threshold(recipe.threshold, val_attack, val_scores)
-    float_scores, float_out = keras_scores(recipe, trained.model, x_held, params)
-    verdicts = {"int8": scoring.decide(kind, held_scores, held_out, threshold, 0, params),
-                "float": scoring.decide(kind, float_scores, float_out, trained.threshold_float, 0, params)}
-    found = {"int8": metrics.detection_metrics(held_attack, held_scores, verdicts["int8"].is_anomaly),
-             "float": metrics.detection_metrics(held_attack, float_scores, verdicts["float"].is_anomaly)}
-    return found, verdicts, int8
+    def __init__(self, prep, trained, recipe: Recipe):
+        self.prep, self.trained, self.recipe = prep, trained, recipe
+        kind, params = recipe.detector.kind, trained.score_params
+        self.x_val, pos_val = model_inputs(prep, trained, "validation")
+        self.x_held, pos_held = model_inputs(prep, trained, "test")
+        self.val_attack = part_truth(prep, "validation", pos_val)[0]
+        self.held_attack = part_truth(prep, "test", pos_held)[0]
+        val_float = keras_scores(recipe, trained.model, self.x_val, params)[0]
+        self.val_float_flags = val_float > trained.threshold_float
+        scores, outputs = keras_scores(recipe, trained.model, self.x_held, params)
+        self.float_verdicts = scoring.decide(kind, scores, outputs, trained.threshold_float, 0, params)
+        self.float_metrics = metrics.detection_metrics(self.held_attack, scores, self.float_verdicts.is_anomaly)
 
+    def convert(self, qspec: QuantizeSpec, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """int8 with ``qspec`` (the op-list gate raises): (validation scores, held scores, held
+        outputs, model bytes), through the run side's interpreter."""
+        from firmware_host.interpreter import load_runtime
+        from firmware_host.runner import TFLiteModel, model_scores
 
-def _gates(found: dict, verdicts: dict, recipe: Recipe) -> list[dict]:
-    checked = [gates.agreement_gate(verdicts, recipe.verify)]
-    if recipe.verify.gate == "f1":
-        checked.insert(0, gates.f1_gate(found, recipe.verify))
-    return checked
+        kind, params, trained = self.recipe.detector.kind, self.trained.score_params, self.trained
+        x_train, pos_train = model_inputs(self.prep, trained, "train")
+        rep, _ = representative_rows(x_train, part_truth(self.prep, "train", pos_train)[0], qspec, self.recipe.seed,
+                                     trained.scaler.clip)
+        int8 = convert.convert(trained.model, int8=True, representative=rep, per_channel=qspec.per_channel)
+        convert.assert_int8(int8)
+        path.write_bytes(int8)
+        model = TFLiteModel(path, load_runtime())
+        val_scores = model_scores(model, self.x_val, kind, 0, params)[0]
+        held_scores, held_out = model_scores(model, self.x_held, kind, 0, params)[:2]
+        return val_scores, held_scores, held_out, len(int8)
+
+    def judge(self, threshold: float, held_scores, held_out) -> tuple[dict, list[dict]]:
+        """int8 and float figures on the held rows at this int8 threshold, and the gates."""
+        kind, params, spec = self.recipe.detector.kind, self.trained.score_params, self.recipe.verify
+        verdicts = {"int8": scoring.decide(kind, held_scores, held_out, threshold, 0, params),
+                    "float": self.float_verdicts}
+        found = {"int8": metrics.detection_metrics(self.held_attack, held_scores, verdicts["int8"].is_anomaly),
+                 "float": self.float_metrics}
+        checked = [gates.agreement_gate(verdicts, spec)]
+        if spec.gate == "f1":
+            checked.insert(0, gates.f1_gate(found, spec))
+        return found, checked
 
 
 def _one_fold(number: int, prep, ranking: list[str], recipe: Recipe, folder: Path) -> dict:
+    """Train on one fold, then int8 attempts until one passes the gates: the recipe's conversion
+    with the recipe's threshold rule, then with the threshold matched to float's validation
+    verdicts (the build's matched_threshold remedy), then the same two with more calibration rows."""
     from ..keras_env import import_tf
+    from ..verify import matched_threshold
 
     import_tf()[1].backend.clear_session()     # one graph per fold, not one growing graph per worker
     trained = train(prep, top_k(ranking, recipe.features.top_k), recipe)
-    pool = len(model_inputs(prep, trained, "train")[0])
+    fold = _Fold(prep, trained, recipe)
     failing = []
-    for name, qspec in _attempts(recipe.quantize, pool):
+    for name, qspec in _attempts(recipe.quantize, len(model_inputs(prep, trained, "train")[0])):
         path = folder / f"fold{number}-{name}.tflite"
-        found, verdicts, int8 = _fold_models(prep, trained, recipe, path, qspec)
-        checked = _gates(found, verdicts, recipe)
-        if not gates.failed(checked):
-            agreement = next(g["agreement"] for g in checked if g["gate"] == "agreement")
-            return {"models": found, "agreement": agreement, "int8_path": path, "int8_bytes": len(int8),
-                    "parameters": trained.parameters, "remedy": name}
-        failing = gates.failed(checked)
+        val_scores, held_scores, held_out, size = fold.convert(qspec, path)
+        for rule in ("recipe", "matched_threshold"):
+            threshold = calibrate_threshold(recipe.threshold, fold.val_attack, val_scores) if rule == "recipe" \
+                else matched_threshold(val_scores, fold.val_float_flags)
+            found, checked = fold.judge(threshold, held_scores, held_out)
+            if not gates.failed(checked):
+                agreement = next(g["agreement"] for g in checked if g["gate"] == "agreement")
+                return {"models": found, "agreement": agreement, "int8_path": path, "int8_bytes": size,
+                        "parameters": trained.parameters, "remedy": name if rule == "recipe" else f"{name}+{rule}"}
+            failing = gates.failed(checked)
     raise QuantizationError(f"int8 gate failed on search fold {number + 1} ("
                             + "; ".join(g["text"] for g in failing) + ")")
 
