@@ -167,9 +167,9 @@ def test_pareto_front_and_choice():
 
     rows = [row(0, 0.90, 4000, 3.0), row(1, 0.95, 9000, 4.0), row(2, 0.89, 5000, 3.5),   # 2: dominated by 0
             row(3, 0.99, 2000, 1.0, feasible=False), row(4, 0.95, 8000, 4.5),             # 3: over a limit
-            {"trial": 5, "state": "FAIL", "failure": "int8 gate"}]
+            {"trial": 5, "state": "FAIL", "failure": "int8 gate"}, row(6, 0.90, 4000, 3.0)]  # 6: ties 0
     front = study.pareto_front(rows)
-    assert [r["trial"] for r in front] == [4, 1, 0]     # best score first, then fewer bytes
+    assert [r["trial"] for r in front] == [4, 1, 0, 6]     # best score first, then fewer bytes; a tie stays
     assert study.choose(front)["trial"] == 4          # same score to 4 decimals: fewer bytes wins
     assert study.choose([]) is None
 
