@@ -22,7 +22,6 @@ bulk file's JSON lines cost about what its CSV costs; ``records`` gives the same
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 
@@ -44,24 +43,27 @@ def jsonl_text(first_row: int, verdicts, manifest, times: list[str] | None = Non
     if not finite.all():                                   # inf and NaN are not JSON numbers
         for i in np.flatnonzero(~finite).tolist():
             score_cells[i] = "null"
-    unit_cells = (itertools.repeat("null") if verdicts.unit_score is None
-                  else map("{:.6f}".format, np.asarray(verdicts.unit_score, dtype=np.float64).tolist()))
+    unit_cells = (["null"] * count if verdicts.unit_score is None
+                  else list(map("{:.6f}".format, np.asarray(verdicts.unit_score, dtype=np.float64).tolist())))
     # The rest of a scored row depends only on its verdict and class: one text per pair.
     sha = f'"model_sha256":"{manifest.sha256}"'
     classes = len(manifest.classes)
     endings = [f',"is_anomaly":{flag},"class":{json.dumps(name)},{sha}'
                for flag in ("false", "true") for name in manifest.classes]
-    keys = (np.asarray(verdicts.is_anomaly, dtype=bool).astype(np.int64) * classes
-            + np.asarray(verdicts.predicted, dtype=np.int64)).tolist()
-    time_cells = itertools.repeat("") if times is None else [f',"time":{cell}' for cell in map(json.dumps, times)]
+    ends = list(map(endings.__getitem__, (np.asarray(verdicts.is_anomaly, dtype=bool).astype(np.int64) * classes
+                                          + np.asarray(verdicts.predicted, dtype=np.int64)).tolist()))
+    rows = range(first_row, first_row + count)
     why = getattr(verdicts, "why", None)
-    why_cells = itertools.repeat("") if why is None else [f',"why":{_why_json(entry)}' for entry in why]
-    lines = list(map('{"row":%d%s,"status":"scored","score":%s,"unit_score":%s%s%s}\n'.__mod__,
-                     zip(range(first_row, first_row + count), time_cells, score_cells, unit_cells,
-                         map(endings.__getitem__, keys), why_cells)))
+    time_cells = [""] * count if times is None else [f',"time":{cell}' for cell in map(json.dumps, times)]
+    why_cells = [""] * count if why is None else [f',"why":{_why_json(entry)}' for entry in why]
+    if times is None and why is None:       # the common case, in the fewest string operations
+        lines = [f'{{"row":{row},"status":"scored","score":{score},"unit_score":{unit}{end}}}\n'
+                 for row, score, unit, end in zip(rows, score_cells, unit_cells, ends)]
+    else:
+        lines = [f'{{"row":{row}{stamp},"status":"scored","score":{score},"unit_score":{unit}{end}{because}}}\n'
+                 for row, stamp, score, unit, end, because in
+                 zip(rows, time_cells, score_cells, unit_cells, ends, why_cells)]
     if verdicts.warming_up is not None and verdicts.warming_up.any():
-        time_cells = [""] * count if times is None else time_cells
-        why_cells = [""] * count if why is None else why_cells
         for i in np.flatnonzero(verdicts.warming_up).tolist():
             lines[i] = (f'{{"row":{first_row + i}{time_cells[i]},"status":"warming_up","score":null,'
                         f'"unit_score":null,"is_anomaly":false,"class":null,{sha}{why_cells[i]}}}\n')
