@@ -26,8 +26,6 @@ from firmware_host.errors import OutputError
 from firmware_host.manifest import load_manifest
 from firmware_host.outputs.mqtt import MqttSink, parse_url
 
-mqtt = pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed: pip install 'tinyad[mqtt]'")
-
 TINYAD = [sys.executable, "-m", "firmware_host.cli"]
 
 
@@ -35,6 +33,8 @@ TINYAD = [sys.executable, "-m", "firmware_host.cli"]
 def broker(tmp_path):
     if mosquitto_path() is None:
         pytest.skip("mosquitto is not installed (apt-get install mosquitto; .ci/run installs it)")
+    # Here, not at module level, so that the conftest hook sees this skip too.
+    pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed: pip install 'tinyad[mqtt]'")
     with Broker(tmp_path / "broker") as running:
         yield running
 
@@ -43,6 +43,8 @@ class Subscriber:
     """A persistent-session QoS 1 subscriber to ``tinyad/#`` that reconnects by itself."""
 
     def __init__(self, broker: Broker, name: str, clean: bool = False):
+        import paho.mqtt.client as mqtt
+
         self.messages: list[tuple[str, bytes, bool]] = []
         self.lock = threading.Lock()
         self.subscribed = threading.Event()
