@@ -328,11 +328,14 @@ def _search_progress():
               help="Folder for the study, pareto.csv/png, chosen.toml and the final bundle "
                    "[default: build/search/<recipe name>]")
 @click.option("--timeout", type=float, default=None, help="Start no new trial after this many seconds")
+@click.option("--split", "split_method", type=click.Choice(["random", "time", "blocks"]), default=None,
+              help="Override RECIPE's [split] method for the search and the final build (e.g. search the same "
+                   "recipe once on a random and once on a time split)")
 @click.option("--no-build", is_flag=True, help="Write chosen.toml but skip the final build (e.g. on a helper machine)")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None,
               help="Folder the recipe's data paths are relative to [default: $TINYAD_DATA, else ../shared/data]")
 def search(recipe, csv_path, label, time_column, template, trials, jobs, storage, study_name, out, timeout,
-           no_build, data_root):
+           split_method, no_build, data_root):
     """Search RECIPE's [search] space for the best int8 model that fits the device.
 
     Each trial trains a recipe variant on validation folds of the train + validation rows
@@ -369,6 +372,11 @@ def search(recipe, csv_path, label, time_column, template, trials, jobs, storage
         raw = load_raw(path)
         if label:
             raw.setdefault("data", {})["label"] = label
+    if split_method:
+        split = raw.setdefault("split", {})
+        split["method"] = split_method
+        split["also_report"] = [m for m in split.get("also_report", []) if m != split_method]
+        raw["name"] = f"{raw.get('name') or path.stem}_{split_method}"
     relative = raw.get("data", {}).get("relative_to", "data_root") == "data_root"
     root = resolve_data_root(data_root) if relative else Path(".")
     name = raw.get("name") or path.stem
