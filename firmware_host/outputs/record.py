@@ -38,13 +38,13 @@ def jsonl_text(first_row: int, verdicts, manifest, times: list[str] | None = Non
         return ""
     with np.errstate(over="ignore", invalid="ignore"):      # as score_text: its float32 value
         scores = np.asarray(verdicts.scores, dtype=np.float64).astype(np.float32).astype(np.float64)
-    score_cells = list(map("{:.6g}".format, scores.tolist()))
+    score_cells = _texts(scores, "{:.6g}")
     finite = np.isfinite(scores)
     if not finite.all():                                   # inf and NaN are not JSON numbers
         for i in np.flatnonzero(~finite).tolist():
             score_cells[i] = "null"
     unit_cells = (["null"] * count if verdicts.unit_score is None
-                  else list(map("{:.6f}".format, np.asarray(verdicts.unit_score, dtype=np.float64).tolist())))
+                  else _texts(np.asarray(verdicts.unit_score, dtype=np.float64), "{:.6f}"))
     # The rest of a scored row depends only on its verdict and class: one text per pair.
     sha = f'"model_sha256":"{manifest.sha256}"'
     classes = len(manifest.classes)
@@ -68,6 +68,16 @@ def jsonl_text(first_row: int, verdicts, manifest, times: list[str] | None = Non
             lines[i] = (f'{{"row":{first_row + i}{time_cells[i]},"status":"warming_up","score":null,'
                         f'"unit_score":null,"is_anomaly":false,"class":null,{sha}{why_cells[i]}}}\n')
     return "".join(lines)
+
+
+def _texts(values: np.ndarray, form: str) -> list[str]:
+    """``form`` applied to each value. An int8 model's scores take few distinct values (a softmax
+    output has at most 256): then each distinct value is formatted once."""
+    distinct, index = np.unique(values, return_inverse=True)
+    if 2 * len(distinct) > len(values):
+        return list(map(form.format, values.tolist()))
+    texts = list(map(form.format, distinct.tolist()))
+    return list(map(texts.__getitem__, index.ravel().tolist()))
 
 
 def records(first_row: int, verdicts, manifest, times: list[str] | None = None) -> list[dict]:
