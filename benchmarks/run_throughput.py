@@ -133,9 +133,9 @@ def live_latency(source: Path, bundle: Path, rows: list[str], header: str) -> di
 
 
 def measure(source: Path, args, sdn_rows: int, nab_rows: int, live_rows: list[str], header: str,
-            scratch: Path) -> dict:
+            scratch: Path, temporal_bundle: Path) -> dict:
     result = {"dense": throughput(source, args.bundle, SDN, sdn_rows, args.repeats, scratch / "dense.csv"),
-              "temporal": throughput(source, args.temporal_bundle, args.temporal_csv, nab_rows, args.repeats,
+              "temporal": throughput(source, temporal_bundle, args.temporal_csv, nab_rows, args.repeats,
                                      scratch / "temporal.csv")}
     big = timed_run([*tinyad(source), "run", str(args.bundle), "--input", str(args.million),
                      "--output", str(scratch / "million.csv")])
@@ -151,7 +151,8 @@ def report(name: str, r: dict) -> list[str]:
     for kind, label in (("dense", "default bundle, SDN DDoS"), ("temporal", "temporal bundle")):
         t = r[kind]
         lines.append(f"  {label}: {t['rows']:,} rows in {t['wall_s']:.2f} s wall ({t['rows_per_s']:,.0f} rows/s), "
-                     f"{t['cpu_s']:.2f} s CPU ({t['rows_per_cpu_s']:,.0f} rows/CPU-s), start-up included")
+                     f"{t['cpu_s']:.2f} s CPU ({t['rows_per_cpu_s']:,.0f} rows/CPU-s), start-up included"
+                     + (f" [{t['bundle']}]" if "bundle" in t else ""))
     m = r["million"]
     lines.append(f"  1,000,000-row CSV: peak RSS {m['peak_rss_mb']:.1f} MiB, {m['rows_per_s']:,.0f} rows/s wall, "
                  f"{m['rows_per_cpu_s']:,.0f} rows/CPU-s")
@@ -169,6 +170,9 @@ def main() -> None:
     parser.add_argument("--temporal-csv", type=Path, default=NAB,
                         help="The series the temporal bundle scores (NAB machine temperature: NAB's Twitter "
                              "volume series of the issue is not among the shared data sets here).")
+    parser.add_argument("--baseline-temporal-bundle", type=Path,
+                        help="The temporal bundle the baseline scores (default: --temporal-bundle), e.g. the fused "
+                             "LSTM bundle against an unrolled one (models/nab_machine_temperature_lstm_unrolled.toml).")
     parser.add_argument("--baseline", type=Path, help="Another source tree to measure the same way, e.g. HEAD~.")
     parser.add_argument("--repeats", type=int, default=3, help="Runs per throughput figure (best is reported).")
     parser.add_argument("--live-rows", type=int, default=200, help="Rows piped live (0: skip).")
@@ -191,7 +195,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         sources = [("after", ROOT)] + ([("before", args.baseline.resolve())] if args.baseline else [])
         for name, source in sources:
-            results[name] = measure(source, args, len(rows), nab_rows, live_rows, header, Path(scratch))
+            temporal = args.temporal_bundle if name == "after" else args.baseline_temporal_bundle or args.temporal_bundle
+            results[name] = measure(source, args, len(rows), nab_rows, live_rows, header, Path(scratch), temporal)
+            results[name]["temporal"]["bundle"] = str(temporal)
     if args.json:
         print(json.dumps(results, indent=2))
         return

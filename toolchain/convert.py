@@ -35,7 +35,10 @@ def convert(model, *, int8: bool, representative: np.ndarray | None = None, per_
     tf, _ = import_tf()
     input_shape = [1] + [int(d) for d in model.input_shape[1:]]
     function = tf.function(lambda x: model(x, training=False))
-    concrete = function.get_concrete_function(tf.TensorSpec(input_shape, tf.float32))
+    # An unrolled LSTM keeps a free batch (its reshapes would otherwise bake in 1), so the runner can
+    # resize it to a block of windows as it does a dense model; the file still says batch 1.
+    spec_shape = [None] + input_shape[1:] if is_unrolled(model) else input_shape
+    concrete = function.get_concrete_function(tf.TensorSpec(spec_shape, tf.float32))
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
     if int8:
         if representative is None or len(representative) == 0:
@@ -64,6 +67,28 @@ def convert(model, *, int8: bool, representative: np.ndarray | None = None, per_
         except Exception as exc:  # the converter raises a zoo of internal error types
             detail = str(exc).splitlines()[0][:300] if str(exc) else captured()
             raise QuantizationError(f"TFLite conversion failed: {detail}") from None
+
+
+def is_unrolled(model) -> bool:
+    return any(getattr(layer, "unroll", False) for layer in model.layers)
+
+
+def unrolled(model):
+    """The same network (same weights) with every top-level LSTM layer unrolled: TFLite then gets
+    one FULLY_CONNECTED/LOGISTIC/TANH/MUL/ADD chain per time step instead of the fused
+    UNIDIRECTIONAL_SEQUENCE_LSTM op. The fused int8 op works window by window whatever the batch
+    (~150-200 us per 24-sample window here, at batch 1 or 64), the unrolled chain runs a batch of
+    windows in one pass (~20 us a window at 64; benchmarks/lstm_batching.py)."""
+    config = model.get_config()
+    changed = False
+    for layer in config.get("layers", []):
+        if layer.get("class_name") == "LSTM" and not layer["config"].get("unroll"):
+            layer["config"]["unroll"] = changed = True
+    if not changed:
+        return model
+    copy = type(model).from_config(config)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _dtype_name(t) -> str:

@@ -64,7 +64,10 @@ def _with_synthetic(rows: np.ndarray, share: float, seed: int, clip: float | Non
 def quantize(model, representative: np.ndarray, origin: str, spec: QuantizeSpec,
              float_model: bytes | None = None) -> Quantized:
     """Convert to float32 (unless ``float_model`` is given: a reconversion reuses it) and int8
-    TFLite, and assert the int8 op list is integer-only."""
+    TFLite, and assert the int8 op list is integer-only. ``spec.unroll_lstm`` converts the LSTM
+    layers unrolled, with a free batch dimension (``convert.unrolled``)."""
+    if spec.unroll_lstm:
+        model = convert.unrolled(model)
     float_model = float_model or convert.convert(model, int8=False)
     int8_model = convert.convert(model, int8=True, representative=representative, per_channel=spec.per_channel)
     ops = convert.assert_int8(int8_model)
