@@ -190,8 +190,9 @@ def run_search(raw: dict, path: Path, data_root: Path, out: Path, trials: int, j
         else:
             _spawn(config_path, config, jobs, out, progress)
     except KeyboardInterrupt:
-        done = studies.status(studies.open_study(config["storage"], config["study"]), trials, config["run"],
-                              config["started"])["done"]
+        study = studies.open_study(config["storage"], config["study"])
+        studies.fail_running(study, config["run"])
+        done = studies.status(study, trials, config["run"], config["started"])["done"]
         raise SearchError(f"interrupted with {done} of {trials} trials finished; they are saved in "
                           f"{config['storage']}: run the same command again to resume") from None
     return finish(config, raw, limits, out, build, progress)

@@ -121,10 +121,10 @@ def work(config: dict, worker: int, progress=None) -> int:
     ran = 0
     while counted(study.get_trials(deepcopy=False), config["run"]) < config["trials"] and time.time() < deadline:
         trial = study.ask()
-        trial.set_user_attr("run", config["run"])
-        trial.set_user_attr("worker", worker)
         ran += 1
         try:
+            trial.set_user_attr("run", config["run"])
+            trial.set_user_attr("worker", worker)
             overrides = suggest(trial, space, raw)
             trial.set_user_attr("overrides", [[s, k, v] for (s, k), v in overrides.items()])
             outcome = evaluate(parse_recipe(apply(raw, overrides), path), fold_preps, rankings, spec.metric,
@@ -148,6 +148,17 @@ def work(config: dict, worker: int, progress=None) -> int:
         if progress:
             progress(status(study, config["trials"], config["run"], config["started"]))
     return ran
+
+
+def fail_running(study, run: str) -> int:
+    """Mark this run's trials still RUNNING as failed (its workers have stopped: Ctrl-C while a
+    worker was between asking for a trial and telling it). They do not count toward --trials."""
+    optuna = _optuna()
+    left = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+            if t.user_attrs.get("run") == run]
+    for t in left:
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+    return len(left)
 
 
 # -- the Pareto front ------------------------------------------------------------------------------
