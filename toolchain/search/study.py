@@ -55,7 +55,7 @@ def sampler(spec, seed: int, worker: int, offset: int):
     replay the same draws."""
     optuna = _optuna()
     return optuna.samplers.TPESampler(n_startup_trials=spec.random_trials, seed=seed + 1009 * worker + offset,
-                                      multivariate=True, group=True, warn_independent_sampling=False)
+                                      multivariate=True, group=True)
 
 
 # -- counting and progress ------------------------------------------------------------------------
