@@ -152,7 +152,9 @@ def ae_bundle(tmp_path_factory) -> Path:
     recipe = folder / "ae.toml"
     recipe.write_text(SMALL_RECIPE.format(name="explain_ae", slice=SLICE.as_posix(), kind="ae", activation="tanh",
                                           epochs=4, rep_rows=150, max_drop=1.0, max_rows=1500)
-                      .replace("sweep = [4]", "sweep = []"))
+                      .replace("sweep = [4]", "sweep = []")
+                      # One conversion: this bundle is for explanations, not for the int8 gates.
+                      + "min_agreement = 0.9\nremedies = false\n")
     build(load_recipe(recipe), Path("."), folder / "bundle", folder / "work")
     return folder / "bundle"
 

@@ -127,6 +127,7 @@ def test_crc_errors_resends_and_reconnects_are_counted_frame_by_frame(built_bund
         (again,) = _frames(master, decoder, 1)
         assert first.type == p.RESULT and again.body == first.body
         flagged = int(p.unpack_result(first).is_anomaly.sum())
+        assert 0 < flagged < 40            # random int8 rows: most are far from normal, not all
         metrics = scrape(metrics_port)
         assert metrics["tinyad_link_crc_errors_total"] == 1 and metrics["tinyad_resends_total"] == 1
         assert metrics["tinyad_samples_total"] == 40 and metrics["tinyad_anomalies_total"] == flagged

@@ -130,8 +130,10 @@ class DeviceAgent:
     def _credit(self, features: int) -> int:
         """DATA bytes the host may have in flight. ``credit`` budgets the answers: each sample's
         RESULT item is 8 bytes, more than a narrow sample's DATA, so a 1-feature bundle gets an
-        eighth of the DATA credit an 8-feature one gets and answers never queue for seconds."""
-        return max(512, self.credit * features // max(features, p.RESULT_ITEM.itemsize))
+        eighth of the DATA credit an 8-feature one gets and answers never queue for seconds. With
+        explanations a flagged sample's answer grows by 2 bytes per named feature."""
+        answer = p.RESULT_ITEM.itemsize + 2 * self.explain
+        return max(512, self.credit * features // max(features, answer))
 
     # -- the state machine -------------------------------------------------------------------
     def handle(self, frame: p.Frame) -> list[p.Frame]:

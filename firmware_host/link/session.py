@@ -195,11 +195,12 @@ class _Sent:
     sent_at: float          # first send
     last_sent: float
     queued: int             # line bytes, both ways, ahead of its answer when last sent (its own included)
+    why_bytes: int = 0      # the most its answer's why section can take (every sample flagged)
 
     @property
     def line_bytes(self) -> int:
-        """Its DATA frame plus the RESULT that answers it (count, items and framing)."""
-        return self.wire + self.count * p.RESULT_ITEM.itemsize + p.HEADER.size + p.CRC.size + 4
+        """Its DATA frame plus the RESULT that answers it (count, items, why section and framing)."""
+        return self.wire + self.count * p.RESULT_ITEM.itemsize + self.why_bytes + p.HEADER.size + p.CRC.size + 4
 
 
 class StreamSession(Session):
@@ -385,7 +386,7 @@ class StreamSession(Session):
             if self.pending and in_flight + wire > self.caps.credit:
                 break
             queued = sum(sent.line_bytes for sent in self.pending)
-            sent = _Sent(first, count, frame, wire, now, now, 0)
+            sent = _Sent(first, count, frame, wire, now, now, 0, 1 + 2 * self.explain * count if self.explain else 0)
             sent.queued = queued + sent.line_bytes
             self.pending.append(sent)
             out.append(frame)
