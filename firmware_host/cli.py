@@ -312,7 +312,8 @@ def stream(port, bundle, input_path, output_path, baud, batch_rows, give_up_afte
         nonlocal rows_read
         for batch in read_batches(text, manifest, source, batch_rows, with_time=bool(jsonl or mqtt)):
             raw, times = batch if (jsonl or mqtt) else (batch, None)
-            row_times.add(times, len(raw))
+            if jsonl or mqtt:
+                row_times.add(times, len(raw))
             rows_read += len(raw)
             yield prepare_rows(manifest, raw)
 
