@@ -13,7 +13,8 @@ Pure numpy, no I/O. Each detector kind gets the cheapest answer that is honest a
   cheap (it would take gradients or one invoke per feature). These name the features whose scaled
   input lies farthest from the training mean, as |z| / clip: 1.0 means at or beyond the edge of
   the range the scaler keeps (``clip`` training standard deviations), i.e. outside what training
-  showed. It says which inputs are unusual, not what the network weighed.
+  showed. It says which inputs are unusual, not what the network weighed. z is read from the
+  dequantized int8 input, so it stops where the input tensor's range does (the device sees no more).
 
 A value is a multiple of 1/255 in [0, 1] (``VALUE_STEPS``), so the serial link carries it exactly
 as one byte and ``tinyad stream --explain`` writes what ``tinyad run --explain`` writes.

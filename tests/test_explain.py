@@ -271,3 +271,25 @@ def test_run_without_explain_writes_the_same_columns_as_before(ae_bundle, tmp_pa
     out = io.StringIO()
     csv.writer(out).writerows(row[:-1] for row in table)
     assert out.getvalue().encode() == plain
+
+
+@pytest.mark.slow
+def test_a_vae_dnn_names_the_inputs_farthest_from_the_training_mean(built_bundle):
+    """No exact attribution for a softmax model: its why is |z| / clip of the int8 input, largest
+    first, checked here against the definition on the real bundle's inputs."""
+    with Detector(built_bundle) as detector:
+        manifest = detector.manifest
+        rows, _ = _sdn_rows(manifest, 3000)
+        prepared = detector.prepare(rows)
+        verdicts = detector.stream(explain=2).push(prepared)
+    q = manifest.input_quantization
+    z = np.abs(quant.dequantize(prepared, q.scale, q.zero_point).astype(np.float64)) / manifest.scaler.clip
+    steps = np.rint(np.minimum(z, 1.0) * 255)
+    flagged = np.flatnonzero(verdicts.is_anomaly)
+    assert len(flagged) > 100
+    for row in flagged:
+        values = [value for _, value in verdicts.why[row]]
+        first = manifest.features.index(verdicts.why[row][0][0])
+        assert values[0] * 255 == steps[row].max() and steps[row, first] == steps[row].max()
+        assert values[0] >= values[1]
+    assert all(why == [] for why, flagged_row in zip(verdicts.why, verdicts.is_anomaly) if not flagged_row)
