@@ -12,7 +12,10 @@ fixed value. Knobs, and the recipe keys they set:
   ``lstm_units``, ``conv_filters``: the ``[detector]`` key of that name;
 - ``epochs``: ``[detector] epochs`` and ``classifier_epochs``;
 - ``top_k``: ``[features] top_k`` (0 = every feature);
-- ``threshold``: ``[threshold] method`` (``"f1"`` or ``"percentile"``).
+- ``threshold``: ``[threshold] method`` (``"f1"`` or ``"percentile"``);
+- ``representative_rows``, ``synthetic_share``, ``per_channel``, ``calibrate_on``: the ``[quantize]``
+  key of that name (how the int8 ranges are calibrated: what decides whether a trial passes the
+  agreement gate).
 """
 
 from __future__ import annotations
@@ -31,7 +34,10 @@ DIRECT = {"latent": [("detector", "latent")], "activation": [("detector", "activ
           "window": [("detector", "window")], "lstm_units": [("detector", "lstm_units")],
           "conv_filters": [("detector", "conv_filters")],
           "epochs": [("detector", "epochs"), ("detector", "classifier_epochs")],
-          "top_k": [("features", "top_k")], "threshold": [("threshold", "method")]}
+          "top_k": [("features", "top_k")], "threshold": [("threshold", "method")],
+          "representative_rows": [("quantize", "representative_rows")],
+          "synthetic_share": [("quantize", "synthetic_share")], "per_channel": [("quantize", "per_channel")],
+          "calibrate_on": [("quantize", "calibrate_on")]}
 STACKS = {"hidden": ("depth", "width"), "classifier": ("classifier_depth", "classifier_width")}
 KNOBS = tuple(DIRECT) + tuple(k for pair in STACKS.values() for k in pair)
 # The activations whose int8 conversion keeps every op integer (TF 2.21): not elu, gelu or swish.
@@ -41,7 +47,8 @@ QUANTIZING_ACTIVATIONS = ("relu", "relu6", "leaky_relu", "tanh", "sigmoid")
 _DENSE = {"depth": [1, 2, 3], "width": [8, 16, 32, 64], "latent": [2, 4, 8],
           "activation": list(QUANTIZING_ACTIVATIONS), "dropout": {"low": 0.0, "high": 0.3},
           "learning_rate": {"low": 3e-4, "high": 1e-2, "log": True}, "epochs": [5, 10, 20],
-          "batch_size": [64, 128, 256], "top_k": [5, 10, 15, 0], "threshold": ["f1", "percentile"]}
+          "batch_size": [64, 128, 256], "top_k": [5, 10, 15, 0], "threshold": ["f1", "percentile"],
+          "representative_rows": [300, 1000, 3000], "calibrate_on": ["train", "train_validation"]}
 DEFAULT_SPACES = {"vae_dnn": {**_DENSE, "classifier_depth": [1, 2], "classifier_width": [8, 16, 32]},
                   "ae": _DENSE,
                   "temporal": {"window": [8, 16, 32], "lstm_units": [8, 16, 32], "epochs": [5, 10, 20],

@@ -79,9 +79,8 @@ class _Fold:
         from firmware_host.runner import TFLiteModel, model_scores
 
         kind, params, trained = self.recipe.detector.kind, self.trained.score_params, self.trained
-        x_train, pos_train = model_inputs(self.prep, trained, "train")
-        rep, _ = representative_rows(x_train, part_truth(self.prep, "train", pos_train)[0], qspec, self.recipe.seed,
-                                     trained.scaler.clip)
+        x_pool, attack = remedies.calibration_pool(self.prep, trained, qspec)
+        rep, _ = representative_rows(x_pool, attack, qspec, self.recipe.seed, trained.scaler.clip)
         int8 = convert.convert(trained.model, int8=True, representative=rep, per_channel=qspec.per_channel)
         convert.assert_int8(int8)
         path.write_bytes(int8)
@@ -114,7 +113,7 @@ def _one_fold(number: int, prep, ranking: list[str], recipe: Recipe, folder: Pat
     trained = train(prep, top_k(ranking, recipe.features.top_k), recipe)
     fold = _Fold(prep, trained, recipe)
     failing = []
-    for name, qspec in _attempts(recipe.quantize, len(model_inputs(prep, trained, "train")[0])):
+    for name, qspec in _attempts(recipe.quantize, len(remedies.calibration_pool(prep, trained, recipe.quantize)[0])):
         path = folder / f"fold{number}-{name}.tflite"
         val_scores, held_scores, held_out, size = fold.convert(qspec, path)
         for rule in ("recipe", "matched_threshold"):
