@@ -97,13 +97,13 @@ def _prepare_study(config: dict, raw: dict, path: Path, progress) -> dict:
     from .folds import describe, fold_method, fold_prepared, make_folds
     from .trial import metric_for
 
-    study = studies.open_study(config["storage"], config["study"])
-    made_from = studies.fingerprint(raw)
-    if study.user_attrs.get("fingerprint", made_from) != made_from:
-        raise SearchError(f"study '{config['study']}' in {config['storage']} was made from another recipe or "
-                          "[search]; pass another --study or --out to start a new one")
     recipe = parse_recipe(raw, path)
     spec = parse_search(raw.get("search", {}), path)
+    study = studies.open_study(config["storage"], config["study"])
+    made_from = studies.fingerprint({"recipe": raw, "space": spec.knobs(recipe.detector.kind)})
+    if study.user_attrs.get("fingerprint", made_from) != made_from:
+        raise SearchError(f"study '{config['study']}' in {config['storage']} was made from another recipe or "
+                          "search space; pass another --study or --out to start a new one")
     if "rankings" not in study.user_attrs:
         prep = prepare(recipe, Path(config["data_root"]))
         method = fold_method(spec.fold_method, recipe.split.method)

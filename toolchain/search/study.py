@@ -39,7 +39,7 @@ def storage(url: str):
 
 
 def fingerprint(raw: dict) -> str:
-    """What a study was made from (the recipe table with its [search]): a resumed study must match."""
+    """What a study was made from (the recipe table and the space searched): a resumed study must match."""
     return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
