@@ -89,9 +89,13 @@ def named(indices: np.ndarray, values: np.ndarray, flagged: np.ndarray, names: l
     row, ``[]`` for any other."""
     why: list[list] = [[] for _ in range(len(flagged))]
     rows = np.flatnonzero(flagged)
-    # Whole columns through numpy, then one list per pair: ~1 us a flagged row instead of ~5.
-    row_names = np.asarray(names, dtype=object)[indices[rows]].tolist()
-    row_values = (values[rows] / VALUE_STEPS).tolist()
-    for row, pair_names, pair_values in zip(rows.tolist(), row_names, row_values):
-        why[row] = list(map(list, zip(pair_names, pair_values)))
+    if not len(rows):
+        return why
+    # The nested lists come out of one object array's tolist(), not a Python loop per pair:
+    # ~1.5 us a flagged row instead of ~5. The values go in as Python floats, not numpy scalars.
+    pairs = np.empty((len(rows), indices.shape[1], 2), dtype=object)
+    pairs[:, :, 0] = np.asarray(names, dtype=object)[indices[rows]]
+    pairs[:, :, 1] = (values[rows] / VALUE_STEPS).tolist()
+    for row, reasons in zip(rows.tolist(), pairs.tolist()):
+        why[row] = reasons
     return why

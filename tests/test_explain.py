@@ -78,6 +78,8 @@ def test_only_flagged_rows_are_explained():
     why = explain.named(np.array([[2, 0], [1, 2]]), np.array([[200, 55], [9, 9]], np.uint8),
                         np.array([True, False]), FEATURES)
     assert why == [[["temperature", 200 / 255], ["pressure", 55 / 255]], []]
+    assert type(why[0][0][1]) is float                  # a Python float, as JSON and f-strings want
+    assert explain.named(np.zeros((2, 2), int), np.zeros((2, 2), np.uint8), np.zeros(2, bool), FEATURES) == [[], []]
 
 
 def test_the_cli_bound_on_k_is_the_librarys():
