@@ -1,18 +1,24 @@
 """What ``--explain K`` costs: microseconds per explained row, and per scored row end to end.
 
-    python benchmarks/explain_cost.py BUNDLE CSV [--k 3] [--rows 20000] [--repeats 5]
+    python benchmarks/explain_cost.py BUNDLE CSV [--k 3] [--rows 20000] [--repeats 5] [--run]
 
 Prints, best of ``--repeats``:
 - ``explain``: ``Detector.explain`` alone (dequantize, per-feature weights, top K) on every row,
   as if every row were flagged: the cost per explained row;
 - ``stream push``: ``Stream.push`` over the same rows without and with ``explain=K`` (only
-  flagged rows are explained, as ``tinyad run`` does), per scored row, and the share of them flagged.
+  flagged rows are explained, as ``tinyad run`` does), per scored row, and the share of them flagged;
+- with ``--run``: the CPU time (user + sys) of a fresh ``tinyad run BUNDLE --input CSV`` process
+  on the whole file, without and with ``--explain K`` (start-up and output included).
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import resource
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,6 +44,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=3)
     parser.add_argument("--rows", type=int, default=20000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--run", action="store_true", help="also time `tinyad run` end to end (CPU seconds)")
     args = parser.parse_args()
     with Detector(args.bundle) as detector:
         opener = gzip.open if args.csv.suffix == ".gz" else open
@@ -63,6 +70,23 @@ def main() -> None:
     print(f"stream push, no why:  {plain / len(raw) * 1e6:.2f} us per row")
     print(f"stream push, with why: {with_why / len(raw) * 1e6:.2f} us per row "
           f"(+{(with_why - plain) / len(raw) * 1e6:.2f} us; {flagged:.1%} of rows flagged)")
+    if args.run:
+        for extra in ([], ["--explain", str(args.k)]):
+            print(f"tinyad run {' '.join(extra) or '(no --explain)'}: "
+                  f"{run_cpu(args.bundle, args.csv, extra, args.repeats):.2f} s CPU, best of {args.repeats}")
+
+
+def run_cpu(bundle: Path, data: Path, extra: list[str], repeats: int) -> float:
+    """Least CPU seconds of ``repeats`` fresh ``tinyad run`` processes."""
+    best_cpu = float("inf")
+    with tempfile.TemporaryDirectory() as scratch:
+        for _ in range(repeats):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            subprocess.run([sys.executable, "-m", "firmware_host.cli", "run", str(bundle), "--input", str(data),
+                            "--output", str(Path(scratch) / "verdicts.csv"), *extra], check=True, capture_output=True)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            best_cpu = min(best_cpu, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return best_cpu
 
 
 if __name__ == "__main__":
