@@ -141,6 +141,11 @@ def run(bundle, input_path, output_path, explain, jsonl, mqtt, mqtt_id, skip_sel
     follows (empty for a bundle without adaptive scoring); a temporal bundle's first
     window-1 rows get status `warming_up`. Refuses a bundle whose model hash
     does not match its manifest, or whose golden vectors this machine does not reproduce.
+
+    \b
+    The same verdicts as JSON lines, or to an MQTT broker as well:
+      tinyad run build/default --input flows.csv --output verdicts.csv --jsonl verdicts.jsonl
+      tail -n +1 -f sensor.csv | tinyad run build/default --input - --mqtt mqtt://broker.lan/plant1
     """
     from .csv_input import atomic_output, open_text, score_csv
     from .outputs import open_outputs, status_record
