@@ -141,3 +141,23 @@ def test_bulk_text_equals_the_records_row_by_row():
     assert json.loads(jsonl_text(0, no_extras, _Manifest)) == {
         "row": 0, "status": "scored", "score": 0.5, "unit_score": None, "is_anomaly": False, "class": "normal",
         "model_sha256": "ab" * 32}
+
+
+def test_a_temporal_bundle_warms_up_and_carries_the_time_cells(temporal_bundles, shared_data, tmp_path):
+    """A real LSTM bundle (window 6) on TON_IoT weather rows, whose `time` column the records carry:
+    the first 5 rows are warming_up records with null score and class, the rest equal the CSV."""
+    _, bundle, _ = temporal_bundles["lstm"]
+    rows = tmp_path / "weather.csv"
+    with gzip.open(shared_data / "ton_iot" / "Train_Test_IoT_Weather.csv.gz", "rt", encoding="utf-8-sig") as handle:
+        rows.write_text("".join(line for _, line in zip(range(301), handle)))
+    with open(rows, newline="") as handle:
+        stamps = [row["time"] for row in csv.DictReader(handle)]
+    out, plain = tmp_path / "v.jsonl", tmp_path / "v.csv"
+    result = CliRunner().invoke(main, ["run", str(bundle), "--input", str(rows), "--jsonl", str(out),
+                                       "--output", str(plain)])
+    assert result.exit_code == 0, result.output
+    objects = _jsonl(out)
+    assert [obj["time"] for obj in objects] == stamps and len(stamps) == 300
+    assert [obj["status"] for obj in objects[:6]] == ["warming_up"] * 5 + ["scored"]
+    assert objects[0]["score"] is None and objects[0]["class"] is None and objects[0]["is_anomaly"] is False
+    assert_same_verdicts(_csv_rows(plain), objects, load_manifest(bundle).sha256)
