@@ -349,3 +349,15 @@ def test_an_unrolled_lstm_bundle_scores_blocks_of_windows_as_one_by_one(tmp_path
         verdicts.append(out.read_bytes())
     assert verdicts[0].count(b"\r\n") == 1201 and verdicts[0].count(b",warming_up,") == manifest.window - 1
     assert verdicts[0] == verdicts[1]
+
+
+def test_unroll_lstm_on_a_model_without_an_lstm_is_a_clear_error():
+    from firmware_host.errors import QuantizationError
+    from toolchain.keras_env import import_tf
+    from toolchain.quantize import quantize
+    from toolchain.recipe import QuantizeSpec
+
+    _, keras = import_tf()
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    with pytest.raises(QuantizationError, match="no LSTM layer at its top level"):
+        quantize(model, np.zeros((8, 4), np.float32), "zeros", QuantizeSpec(unroll_lstm=True))

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from firmware_host.errors import QuantizationError
+
 from . import convert
 from .recipe import QuantizeSpec
 
@@ -68,6 +70,9 @@ def quantize(model, representative: np.ndarray, origin: str, spec: QuantizeSpec,
     layers unrolled, with a free batch dimension (``convert.unrolled``)."""
     if spec.unroll_lstm:
         model = convert.unrolled(model)
+        if not convert.is_unrolled(model):
+            raise QuantizationError("[quantize] unroll_lstm = true, but the model has no LSTM layer at its top "
+                                    "level to unroll (it applies to the lstm detector); remove the key")
     float_model = float_model or convert.convert(model, int8=False)
     int8_model = convert.convert(model, int8=True, representative=representative, per_channel=spec.per_channel)
     ops = convert.assert_int8(int8_model)
