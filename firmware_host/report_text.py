@@ -50,7 +50,9 @@ def manifest_lines(m: Manifest, interpreter_here: str) -> list[str]:
              f"input       shape {m.input_shape}, int8 scale {q_in.scale:.6g} zero_point {q_in.zero_point}",
              f"output      shape {m.output_shape}, int8 scale {q_out.scale:.6g} zero_point {q_out.zero_point}",
              f"threshold   int8 {m.threshold:.6g}  (float {m.threshold_float:.6g})",
-             *([f"window      {m.window} samples per input; the first {m.window - 1} rows of a stream warm up"]
+             *([f"window      {m.window} samples per input; the first {m.window - 1} rows of a stream warm up"
+                + ("; LSTM converted unrolled: run scores a block of windows per invoke"
+                   if (m.recipe.get("quantize") or {}).get("unroll_lstm") else "")]
                if m.window > 1 else []),
              *([f"score       A = {m.score_params['a']:g}*RE' + {m.score_params['b']:g}*PE' (fitted on validation)"]
                if "a" in m.score_params else []),

@@ -330,6 +330,7 @@ def test_an_unrolled_lstm_bundle_scores_blocks_of_windows_as_one_by_one(tmp_path
     build(load_recipe(path), shared_data, bundle, tmp_path / "work")
     manifest = load_manifest(bundle)
     assert manifest.recipe["quantize"]["unroll_lstm"] is True
+    assert "LSTM converted unrolled" in CliRunner().invoke(main, ["info", str(bundle)]).output
     ops = {op["op_name"] for op in load_runtime().open(bundle / MODEL_FILE)._get_ops_details()}
     assert "UNIDIRECTIONAL_SEQUENCE_LSTM" not in ops and {"LOGISTIC", "TANH"} <= ops
     model = TFLiteModel(bundle / MODEL_FILE, load_runtime())
