@@ -18,6 +18,7 @@ def main(argv: list[str]) -> int:
 
     config = json.loads(Path(argv[0]).read_text())
     try:
+        _one_thread()
         work(config, int(argv[1]))
     except TinyadError as exc:
         print(exc, file=sys.stderr)     # the coordinator reports it as one line
@@ -25,6 +26,16 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _one_thread() -> None:
+    """TensorFlow's own thread pools at one thread (the environment variables set by the
+    coordinator cover its start-up; this covers the pools created later)."""
+    from ..keras_env import import_tf
+
+    tf, _ = import_tf()
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
 if __name__ == "__main__":
