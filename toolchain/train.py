@@ -89,7 +89,9 @@ def train(prep: Prepared, features: list[str], recipe: Recipe, progress=None, ep
         keep_val = ~attack_val if learns_normal_only else np.ones_like(attack_val)
         result = detectors.train_autoencoder(x_train[keep_train], x_val[keep_val], spec, recipe.seed, progress)
     elif recipe.train.teacher != "none":
-        return _train_distilled(prep, features, recipe, spec, scaler, x_train, x_val, progress)
+        # A quick run (the k-sweep's, ``epochs`` given) trains the first candidate only.
+        return _train_distilled(prep, features, recipe, spec, scaler, x_train, x_val, progress,
+                                first_only=epochs is not None)
     else:
         result = detectors.train_vae_dnn(x_train, prep.class_index[prep.parts["train"]], x_val,
                                          prep.class_index[prep.parts["validation"]], len(prep.class_names), spec,
@@ -100,7 +102,7 @@ def train(prep: Prepared, features: list[str], recipe: Recipe, progress=None, ep
 
 
 def _train_distilled(prep: Prepared, features: list[str], recipe: Recipe, spec, scaler: Scaler,
-                     x_train: np.ndarray, x_val: np.ndarray, progress) -> TrainResult:
+                     x_train: np.ndarray, x_val: np.ndarray, progress, first_only: bool = False) -> TrainResult:
     """vae_dnn trained on an XGBoost teacher's soft targets (toolchain/distill.py). Each
     (teacher weight, augmented rows) pair the recipe lists is trained; the best validation F1 is
     kept (the first on a tie)."""
@@ -111,7 +113,8 @@ def _train_distilled(prep: Prepared, features: list[str], recipe: Recipe, spec, 
     attack_val = prep.is_attack[prep.parts["validation"]]
     teacher = distill.fit_teacher(x_train, y_train, n_classes, recipe.seed)
     tried, best = [], None
-    for alpha, rows in distill.candidates(recipe.train.teacher_weight, recipe.train.augment_rows):
+    pairs = distill.candidates(recipe.train.teacher_weight, recipe.train.augment_rows)
+    for alpha, rows in pairs[:1] if first_only else pairs:
         x_fit, targets = distill.training_set(teacher, x_train, y_train, alpha, rows, recipe.seed)
         result = detectors.train_vae_dnn(x_fit, targets, x_val, distill.one_hot(y_val, n_classes), n_classes, spec,
                                          recipe.seed, progress)
