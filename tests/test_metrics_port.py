@@ -164,3 +164,26 @@ def test_metrics_without_prometheus_client_or_with_a_taken_port_is_a_one_line_er
         done = _device(built_bundle, port, "-m", "firmware_host.cli")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert f"Error: --metrics-port {port}: cannot listen" in done.stderr
+
+
+def test_the_score_histogram_buckets_around_the_threshold_or_in_tenths_of_the_unit_score():
+    from types import SimpleNamespace
+
+    from firmware_host.link.metrics import ScoreHistogram
+    from firmware_host.scoring import Verdicts
+
+    raw = ScoreHistogram.for_bundle(SimpleNamespace(adaptive={}, threshold=2.0))
+    assert raw.name == "score" and raw.edges.tolist() == [0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 8.0, 16.0, 32.0]
+    verdicts = Verdicts(scores=np.array([0.1, 2.0, 2.5, 100.0, 7.0, np.nan]), is_anomaly=np.zeros(6, bool),
+                        predicted=np.zeros(6, int), warming_up=np.array([False, False, False, False, True, False]))
+    raw.observe(verdicts)
+    buckets = dict(raw.buckets())
+    assert buckets["0.5"] == 1 and buckets["2.0"] == 2 and buckets["3.0"] == 3 and buckets["+Inf"] == 4
+    assert raw.total == pytest.approx(104.6)          # neither the warming-up row nor a NaN score counts
+    # A threshold of 0 or below still gets increasing edges, the threshold one of them.
+    negative = ScoreHistogram.for_bundle(SimpleNamespace(adaptive={}, threshold=-1.0))
+    assert np.all(np.diff(negative.edges) > 0) and -1.0 in negative.edges.tolist()
+    unit = ScoreHistogram.for_bundle(SimpleNamespace(adaptive={"span": 3}, threshold=5.0))
+    unit.observe(Verdicts(scores=np.array([9.0, 9.0]), is_anomaly=np.zeros(2, bool), predicted=np.zeros(2, int),
+                          warming_up=None, unit_score=np.array([0.05, 0.95])))
+    assert unit.name == "unit_score" and dict(unit.buckets())["0.1"] == 1 and dict(unit.buckets())["1.0"] == 2
