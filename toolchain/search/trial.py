@@ -8,9 +8,10 @@ recipe's rule on the int8 model's validation scores, and the held rows are score
 The int8 gate of a trial is the build's, with one saving: int8 verdicts are compared with the
 Keras float model's rather than a converted float TFLite twin (one conversion less per fold; the
 two compute the same float32 network). When the recipe's conversion fails a gate the trial tries
-the build's cheap remedies: the int8 threshold matched to float's validation verdicts, then more
-calibration rows (one reconversion); still failing, the trial fails. The final build runs the
-whole remedy chain (toolchain/remedies.py).
+the build's remedies (toolchain/remedies.py): on each conversion (the recipe's, then more
+calibration rows, the synthetic share, per-tensor Dense weights) the recipe's int8 threshold,
+then the threshold matched to float's validation verdicts; the first that passes is kept. Still
+failing, the trial fails: the final build would too.
 """
 
 from __future__ import annotations
@@ -51,9 +52,11 @@ def top_k(ranking: list[str], k: int) -> list[str]:
 
 
 def _attempts(spec: QuantizeSpec, pool: int) -> list[tuple[str, QuantizeSpec]]:
-    """The recipe's [quantize] settings, then the build's first remedy when it applies."""
-    first = remedies.plan(spec, pool, [])[0]
-    return [("recipe", spec)] + ([(first[0], first[2])] if isinstance(first[2], QuantizeSpec) else [])
+    """The recipe's [quantize] settings, then the build's reconversion remedies in its order
+    (more calibration rows, synthetic share, per-tensor Dense weights) where they apply."""
+    steps = remedies.plan(spec, pool, ["dense"])       # per_tensor applies to any per-channel model
+    return [("recipe", spec)] + [(name, settings) for name, _, settings, rule in steps
+                                 if isinstance(settings, QuantizeSpec) and rule == "recipe"]
 
 
 class _Fold:
@@ -103,9 +106,9 @@ class _Fold:
 
 
 def _one_fold(number: int, prep, ranking: list[str], recipe: Recipe, folder: Path) -> dict:
-    """Train on one fold, then int8 attempts until one passes the gates: the recipe's conversion
-    with the recipe's threshold rule, then with the threshold matched to float's validation
-    verdicts (the build's matched_threshold remedy), then the same two with more calibration rows."""
+    """Train on one fold, then int8 attempts until one passes the gates: each conversion of
+    ``_attempts`` with the recipe's threshold rule, then with the threshold matched to float's
+    validation verdicts (the build's matched_threshold remedy)."""
     from ..keras_env import import_tf
     from ..verify import matched_threshold
 
