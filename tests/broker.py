@@ -9,6 +9,7 @@ with SIGTERM, which makes Mosquitto save its persistence file; ``restart(pause)`
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -43,6 +44,9 @@ class Broker:
         self.config = self.folder / "mosquitto.conf"
         self.config.write_text(
             f"listener {self.port} 127.0.0.1\n"
+            # Started as root, Mosquitto drops to user "mosquitto", which cannot write to a private
+            # temp folder: no persistence file, and sessions silently lost on restart. Stay us.
+            f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
             "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {self.folder}/\n"
@@ -90,6 +94,11 @@ class Broker:
         self.stop()
         time.sleep(pause)
         self.start()
+
+    @property
+    def database(self) -> Path:
+        """Mosquitto's persistence file (written when it stops)."""
+        return self.folder / "mosquitto.db"
 
     def log(self) -> str:
         path = self.folder / "mosquitto.log"

@@ -50,12 +50,17 @@ class Subscriber:
         self.subscribed = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name, clean_session=clean)
         self.client.reconnect_delay_set(1, 2)
-        self.client.on_connect = lambda client, *_: client.subscribe("tinyad/#", qos=1)
+        self.sessions: list[bool] = []           # per connection: did the broker still have our session?
+        self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *_: self.subscribed.set()
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", broker.port, keepalive=10)
         self.client.loop_start()
         assert self.subscribed.wait(10), "the subscriber was not subscribed within 10 s"
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.sessions.append(bool(flags.session_present))
+        client.subscribe("tinyad/#", qos=1)
 
     def _on_message(self, client, userdata, message) -> None:
         with self.lock:
@@ -135,6 +140,8 @@ def test_no_verdict_lost_when_the_broker_restarts_mid_stream(built_bundle, broke
     expected = _csv_records(out)
     assert len(expected) == 3000
     subscriber.wait_for(lambda: len(subscriber.records("tinyad/pi-1/verdicts")) >= 3000)
+    # The subscriber's session (and what was queued for it) came back from the broker's disk.
+    assert broker.database.exists() and subscriber.sessions[0] is False and subscriber.sessions[-1] is True
     assert_equal_to_csv(subscriber.records("tinyad/pi-1/verdicts"), expected, load_manifest(built_bundle).sha256)
     assert len(subscriber.on("tinyad/pi-1/verdicts")) < 3000 / 10      # batched: not a publish per row
     subscriber.close()

@@ -133,6 +133,8 @@ class MqttSink:
         self.dropped = 0
         self.connected = threading.Event()
         self.refused: str | None = None
+        self.queue_full = mqtt.MQTT_ERR_QUEUE_SIZE
+        self.background = not wait
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                   client_id=f"tinyad-{self.device_id}-{os.getpid()}", clean_session=True)
         if self.target.username:
@@ -175,8 +177,12 @@ class MqttSink:
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             self.refused = str(reason_code)
+            if self.background:              # else the constructor reports it, and gives up
+                self.log(f"the MQTT broker at {self.target.where} refused the connection ({reason_code}); "
+                         "trying again")
             self.connected.set()
             return
+        self.refused = None
         # Every (re)connection says "online" again: a will fired while we were cut off said "offline".
         client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
         self.log(f"connected to {self.target.where}, publishing on {self.topic}")
@@ -197,7 +203,7 @@ class MqttSink:
         if not rows:
             return
         info = self.client.publish(self.topic, text.encode("utf-8"), qos=1)
-        if info.rc == _paho().MQTT_ERR_QUEUE_SIZE:
+        if info.rc == self.queue_full:
             self.dropped += rows
             self.log(f"MQTT queue full while {self.target.where} is away: dropped the verdicts of rows "
                      f"{first_row}-{first_row + rows - 1}")
