@@ -20,6 +20,7 @@ again after a reconnection may reach a subscriber twice (at-least-once): ``row``
 from __future__ import annotations
 
 import collections
+import importlib
 import json
 import os
 import socket
@@ -95,7 +96,7 @@ def preload() -> None:
     on the import lock for it). A missing package is reported by ``_paho``, not here."""
     def load():
         try:
-            import paho.mqtt.client  # noqa: F401
+            importlib.import_module("paho.mqtt.client")
         except Exception:         # missing, or an import-lock clash: _paho imports again and reports
             pass
     threading.Thread(target=load, name="tinyad-paho-import", daemon=True).start()
