@@ -23,6 +23,11 @@ def _fmt(value, spec=".4f") -> str:
     return "-" if value is None or value != value else format(value, spec)
 
 
+def _knobs(params: str) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in sorted(json.loads(params).items()))
+
+
 def _rows(path: Path) -> list[dict]:
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
@@ -44,7 +49,7 @@ def headline(s: dict) -> str:
     failed = sum(r["state"] == "FAIL" for r in trials)
     over = sum(r["state"] == "COMPLETE" and r["feasible"] == "False" for r in trials)
     c = s["chosen"]
-    knobs = ", ".join(f"{k}={v}" for k, v in sorted(json.loads(c["params"]).items())) if c else "-"
+    knobs = _knobs(c["params"]) if c else "-"
     cells = [s["name"], f"{len(trials)} / {failed} / {over}", knobs,
              _fmt(float(c["score"])) if c else "-", c["int8_bytes"] if c else "-",
              _fmt(float(c["p50_us"]), ".2f") if c else "-"]
@@ -77,7 +82,7 @@ def main(folders: list[str]) -> None:
         print("| trial | int8 score | float score | agreement (worst fold) | int8 B | p50 us | knobs |")
         print("|---|---|---|---|---|---|---|")
         for r in s["front"]:
-            knobs = ", ".join(f"{k}={v}" for k, v in sorted(json.loads(r["params"]).items()))
+            knobs = _knobs(r["params"])
             print(f"| {r['trial']} | {_fmt(float(r['score']))} | {_fmt(float(r['float_score']))} | "
                   f"{_fmt(float(r['agreement']))} | {r['int8_bytes']} | {_fmt(float(r['p50_us']), '.2f')} | {knobs} |")
 
