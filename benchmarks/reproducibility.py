@@ -8,7 +8,8 @@ prints, per metric of the manifest (int8, float and Keras test metrics, int8-vs-
 the teacher's agreement for a distilled recipe) and of every extra split in report.json, the
 largest difference between builds, then whether the int8 model files are byte-identical.
 ``--seeds`` builds once per seed instead and prints each metric's mean, min and max: the spread
-to report where one seed's figure would be a lucky draw.
+to report where one seed's figure would be a lucky draw. The seed also draws the random split,
+so that spread includes which rows land in the test part.
 """
 
 from __future__ import annotations
@@ -88,10 +89,10 @@ def main() -> None:
     names = sorted(set().union(*results))
     if args.seeds:
         print(f"{args.recipe}: spread over seeds {args.seeds}")
-        print(f"{'figure':<36}{'mean':>10}{'min':>10}{'max':>10}")
+        print(f"{'figure':<36}{'mean':>12}{'min':>12}{'max':>12}")
         for name in names:
             values = [r[name] for r in results if name in r]
-            print(f"{name:<36}{sum(values) / len(values):>10.4f}{min(values):>10.4f}{max(values):>10.4f}")
+            print(f"{name:<36}{sum(values) / len(values):>12.4f}{min(values):>12.4f}{max(values):>12.4f}")
     else:
         print(f"{args.recipe}: {len(results)} builds, seed as in the recipe")
         print(f"{'figure':<36}{'build 1':>10}{'max |diff|':>12}")
