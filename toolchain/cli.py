@@ -397,6 +397,8 @@ def search(recipe, csv_path, label, time_column, template, trials, jobs, storage
         raise SearchError("no feasible trial: nothing to choose; see trials.csv (raise --trials, or widen the "
                           "[search] space or limits)")
     click.echo(f"chosen: trial {result.chosen['trial']} -> {result.chosen_path}")
+    if result.build_error:
+        raise SearchError(f"the final build of {result.chosen_path} failed: {result.build_error}")
     b = result.build
     if b:
         xgb, every = (("-" if v is None else f"{v:.4f}") for v in (b["xgboost_f1"], b["xgboost_all_features_f1"]))

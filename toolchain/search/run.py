@@ -42,6 +42,7 @@ class SearchResult:
     files: dict = field(default_factory=dict)
     chosen_path: Path | None = None
     build: dict | None = None       # the final build's figures (test part, once)
+    build_error: str | None = None  # why the final build failed (a gate on the test part), if it did
 
 
 def load_raw(path: Path) -> dict:
@@ -218,7 +219,10 @@ def finish(config: dict, raw: dict, limits: dict, out: Path, build: bool, progre
     _check_round_trip(text, raw, overrides, Path(config["recipe_path"]))
     report._atomic_bytes(result.chosen_path, text.encode())
     if build:
-        result.build = final_build(result.chosen_path, Path(config["data_root"]), out, progress)
+        try:
+            result.build = final_build(result.chosen_path, Path(config["data_root"]), out, progress)
+        except TinyadError as exc:      # the front and chosen.toml stand; the caller reports the failure
+            result.build_error = str(exc)
     return result
 
 
