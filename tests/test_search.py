@@ -249,3 +249,12 @@ def test_failed_trials_are_recorded_not_crashed_and_a_rerun_resumes(tmp_path):
     assert [t.number for t in trials] == [0, 1] and {t.state.name for t in trials} == {"FAIL"}
     assert all("still computes in float" in t.user_attrs["failure"] for t in trials)
     assert len({t.user_attrs["run"] for t in trials}) == 2        # one trial from each run
+
+
+def test_search_usage_mistakes_are_one_line_errors(tmp_path):
+    runner = CliRunner()
+    for args, words in (([], "give either RECIPE or --csv"), (["--csv", "x.csv"], "--csv needs --label"),
+                        ([str(tiny_recipe(tmp_path)), "--csv", "x.csv", "--label", "y"], "give either RECIPE"),
+                        (["--csv", str(tmp_path / "none.csv"), "--label", "y"], "no such CSV file")):
+        result = runner.invoke(main, ["search", *args, "--trials", "1", "--out", str(tmp_path / "out")])
+        assert result.exit_code in (1, 2) and words in result.output and "Traceback" not in result.output
