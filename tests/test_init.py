@@ -172,7 +172,7 @@ def _shrink(path: Path, **values) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("csv, flags, edits", [
     ("sdn_ddos/dataset_sdn.csv.gz", ["--label", "label"],
-     {"max_rows": 6000, "epochs": 10, "classifier_epochs": 10}),
+     {"max_rows": 3000, "epochs": 4, "classifier_epochs": 4}),
     (NAB_SERIES, [], {"epochs": 3}),
     ("n_baiot/scan.csv", [], {"epochs": 3}),
     ("nsl_kdd/KDDTest+.txt.gz", [], {"max_rows": 2000, "epochs": 2, "classifier_epochs": 2}),
