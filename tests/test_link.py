@@ -63,12 +63,12 @@ max_f1_drop = 0.05
 
 
 @contextmanager
-def agent(port: str, bundle: Path, env: dict | None = None, log_dir: Path | None = None):
-    """``tinyad device`` in a subprocess, yielded once it listens (its model loaded and
-    self-tested), stopped on exit. Yields (process, path of its stderr log)."""
+def agent(port: str, bundle: Path, env: dict | None = None, log_dir: Path | None = None, options=()):
+    """``tinyad device`` (with ``options``) in a subprocess, yielded once it listens (its model
+    loaded and self-tested), stopped on exit. Yields (process, path of its stderr log)."""
     log_path = Path(log_dir or Path(bundle).parent) / f"agent-{time.monotonic_ns()}.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([*TINYAD, "device", "--port", port, "--model", str(bundle)], stderr=log,
+        proc = subprocess.Popen([*TINYAD, "device", "--port", port, "--model", str(bundle), *options], stderr=log,
                                 env={**os.environ, **(env or {})})
     try:
         wait_for_text(log_path, READY, proc)

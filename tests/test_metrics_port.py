@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from fault_relay import Relay, _raw_pty
 from firmware_host.link import protocol as p
 from firmware_host.manifest import load_manifest
-from test_link import READY, TINYAD, _rows, stream, wait_for_text
+from test_link import _rows, agent, stream, wait_for_text
 
 
 def _free_port() -> int:
@@ -31,21 +30,9 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@contextmanager
 def metered_agent(port: str, bundle: Path, metrics_port: int, log_dir: Path):
-    log_path = log_dir / f"agent-{time.monotonic_ns()}.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([*TINYAD, "device", "--port", port, "--model", str(bundle),
-                                 "--metrics-port", str(metrics_port)], stderr=log)
-    try:
-        wait_for_text(log_path, READY, proc)
-        yield proc, log_path
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    """The real ``tinyad device`` serving its metrics on ``metrics_port``."""
+    return agent(port, bundle, log_dir=log_dir, options=("--metrics-port", str(metrics_port)))
 
 
 def scrape(port: int) -> dict[str, float]:
