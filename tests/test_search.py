@@ -106,6 +106,16 @@ def test_folds_never_include_test_rows(tmp_path, split, method):
         assert max(shares) - min(shares) < 0.02
 
 
+def test_auto_folds_follow_the_split():
+    """A files split (train and validation a stratified cut of one file, no time order) gets
+    stratified folds, as a random split does; only ordered splits chain forward."""
+    assert fold_cuts.fold_method("auto", "random") == "stratified"
+    assert fold_cuts.fold_method("auto", "files") == "stratified"
+    for ordered in ("time", "prefix", "blocks"):
+        assert fold_cuts.fold_method("auto", ordered) == "forward"
+    assert fold_cuts.fold_method("blocked", "files") == "blocked"
+
+
 # -- the [search] section and one trial's recipe ---------------------------------------------------
 
 def test_search_section_is_checked_and_ignored_by_build(tmp_path):

@@ -38,10 +38,12 @@ def learning_rows(prep) -> np.ndarray:
 
 
 def fold_method(method: str, split_method: str) -> str:
-    """``auto``: stratified folds for a random split, forward chaining for any ordered one."""
+    """``auto``: stratified folds for a random split and for a ``files`` split (whose train and
+    validation parts are a stratified split of the training file, in no time order), forward
+    chaining for an ordered one (``time``, ``prefix``, ``blocks``)."""
     if method != "auto":
         return method
-    return "stratified" if split_method == "random" else "forward"
+    return "stratified" if split_method in ("random", "files") else "forward"
 
 
 def _time_order(prep, rows: np.ndarray) -> np.ndarray:

@@ -62,7 +62,7 @@ class SearchSpec:
 
     folds: int = 3                       # validation folds over the train + validation rows (never test)
     fold_method: str = "auto"            # "stratified", "blocked", "forward", or "auto": stratified
-                                         # for a random split, forward-chaining for any other
+                                         # for a random or files split, forward-chaining for any other
     metric: str = "auto"                 # "f1", "roc_auc", or "auto": f1 for vae_dnn, roc_auc otherwise
     max_bytes: int = 65536               # hard limit: int8 .tflite file bytes
     max_p50_us: float = 10.0             # hard limit: int8 single-row invoke p50, microseconds
