@@ -36,11 +36,13 @@ READY = "listening on"              # the agent's line once its model is loaded 
 START_TIMEOUT = 120.0               # seconds for a process to start (and the link to handshake)
 
 
-def piped_latency(command: list[str], header: str, rows: list[str], rate: float) -> np.ndarray:
+def piped_latency(command: list[str], header: str, rows: list[str], rate: float,
+                  env: dict | None = None) -> np.ndarray:
     """Write ``header``, wait for the verdict header, then ``rows`` one at a time, ``rate`` a second,
-    into ``command``'s stdin; milliseconds from each row's write to its verdict line on stdout."""
+    into ``command``'s stdin; milliseconds from each row's write to its verdict line on stdout.
+    ``env``: the child's environment (default: this one)."""
     proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            cwd=ROOT)
+                            cwd=ROOT, env=env)
     arrived: list[float] = []
 
     def read_verdicts() -> None:

@@ -22,13 +22,15 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from live_latency import piped_latency  # noqa: E402
 DATA = ROOT.parent / "shared" / "data"
 SDN = DATA / "sdn_ddos" / "dataset_sdn.csv.gz"
 NAB = DATA / "nab" / "data" / "realKnownCause" / "machine_temperature_system_failure.csv"
@@ -91,43 +93,9 @@ def million_rows_csv(path: Path) -> Path:
 
 def live_latency(source: Path, bundle: Path, rows: list[str], header: str) -> dict:
     """Rows written one at a time, ``LIVE_RATE`` a second, into ``tinyad run --input -``: the time
-    from each row's newline to its verdict line (milliseconds)."""
-    proc = subprocess.Popen([*tinyad(source), "run", str(bundle), "--input", "-"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=user_env())
-    arrived: list[float] = []
-
-    def read_verdicts() -> None:
-        pending = b""
-        while True:
-            chunk = os.read(proc.stdout.fileno(), 65536)
-            if not chunk:
-                return
-            now = time.perf_counter()
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            arrived.extend(now for _ in lines)
-
-    reader = threading.Thread(target=read_verdicts, daemon=True)
-    reader.start()
-    os.write(proc.stdin.fileno(), header.encode())
-    deadline = time.monotonic() + 120
-    while not arrived and time.monotonic() < deadline:       # start-up: wait for the verdict header
-        time.sleep(0.01)
-    written = []
-    next_at = time.perf_counter()
-    for row in rows:
-        next_at += 1 / LIVE_RATE
-        time.sleep(max(next_at - time.perf_counter(), 0))
-        os.write(proc.stdin.fileno(), row.encode())
-        written.append(time.perf_counter())
-    time.sleep(0.5)
-    proc.stdin.close()
-    proc.wait(timeout=60)
-    reader.join(timeout=10)
-    verdicts = arrived[1:]                                    # the first line is the CSV header
-    if len(verdicts) != len(written):
-        raise SystemExit(f"live run: {len(written)} rows written, {len(verdicts)} verdict lines read")
-    latency = (np.array(verdicts) - np.array(written)) * 1e3
+    from each row's newline to its verdict line (milliseconds; ``live_latency.py`` measures it)."""
+    latency = piped_latency([*tinyad(source), "run", str(bundle), "--input", "-"], header, rows, LIVE_RATE,
+                            env=user_env())
     return {"rows": len(rows), "p50_ms": float(np.percentile(latency, 50)),
             "p99_ms": float(np.percentile(latency, 99)), "max_ms": float(latency.max())}
 

@@ -347,6 +347,7 @@ def stream(port, bundle, input_path, output_path, baud, batch_rows, give_up_afte
             if jsonl != "-" or output_path:
                 writer, out_file = csv.writer(out), out
                 writer.writerow(verdict_header(explain > 0))
+                out.flush()                   # a reader of a live pipe sees the columns at once
             try:
                 stream_samples(driver, session, prepared())
             except BaseException as exc:      # whatever stops the stream, keep the verdicts that arrived

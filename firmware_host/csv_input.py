@@ -287,6 +287,7 @@ def score_csv(detector, stream: TextIO, source: str, out: TextIO | None, batch_r
     scorer = detector.stream(explain)
     if out is not None:
         csv.writer(out).writerow(verdict_header(explain > 0))
+        out.flush()                     # a reader of a live pipe sees the columns before the first row
     rows = anomalies = 0
     for batch in batches:
         raw, times = batch if outputs else (batch, None)

@@ -246,9 +246,12 @@ def test_live_input_gets_its_first_verdict_before_the_input_closes(built_bundle)
     proc = subprocess.Popen([*TINYAD, "run", str(built_bundle), "--input", "-"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:
-        proc.stdin.write(header[0].encode() + rows[0].encode())
+        proc.stdin.write(header[0].encode())
         proc.stdin.flush()
+        # The verdict columns come out before any row is in: a live reader knows the run started.
         assert _line_within(proc.stdout, 60) == "row,status,score,unit_score,is_anomaly,class\r\n"
+        proc.stdin.write(rows[0].encode())
+        proc.stdin.flush()
         first = _line_within(proc.stdout, 10)
         assert first.startswith("0,scored,") and first.endswith("\r\n")
         assert proc.poll() is None                    # still running: the input is open
@@ -278,9 +281,11 @@ def test_stream_sends_a_live_row_in_the_next_frame_before_the_input_closes(built
                                  "--input", "-", "--quiet"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, env=env)
         try:
-            proc.stdin.write(header[0].encode() + rows[0].encode())
+            proc.stdin.write(header[0].encode())
             proc.stdin.flush()
             assert _line_within(proc.stdout, 60) == "row,status,score,unit_score,is_anomaly,class\r\n"
+            proc.stdin.write(rows[0].encode())
+            proc.stdin.flush()
             assert _line_within(proc.stdout, 10).startswith("0,scored,")
             assert proc.poll() is None                    # still running: the input is open
             proc.stdin.write(rows[1].encode())
