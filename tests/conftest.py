@@ -68,9 +68,12 @@ TEACHER_SECTION = '[train]\nteacher = "xgboost"\nteacher_weight = {weight}\naugm
 
 def distilled_recipe(folder: Path, name: str = "distilled", weight: str = "[0.5, 1.0]") -> Path:
     """The tiny vae_dnn recipe (1,000 rows of the shipped SDN slice, 3 epochs, no k-sweep) with an
-    XGBoost teacher, teacher weights to choose between on validation, and 200 mixup rows."""
+    XGBoost teacher, teacher weights to choose between on validation, and 200 mixup rows. It reads
+    the slice with the generic CSV loader and its label column, as a user's own CSV is read."""
     path = write_recipe(folder, name=name, epochs=3, max_rows=1000, rep_rows=150)
-    path.write_text(path.read_text().replace("sweep = [4]", "sweep = []") + TEACHER_SECTION.format(weight=weight))
+    generic = 'loader = "csv"\nlabel = "label"\nexclude = ["dt", "switch", "src", "dst", "Protocol"]'
+    text = path.read_text().replace('loader = "sdn_ddos"', generic).replace("sweep = [4]", "sweep = []")
+    path.write_text(text + TEACHER_SECTION.format(weight=weight))
     return path
 
 

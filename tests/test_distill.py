@@ -78,6 +78,7 @@ def test_distilled_build_reports_int8_agreement_with_its_teacher(distilled_build
     from toolchain.recipe import load_recipe
 
     recipe_path, out, work = distilled_builds[0]
+    assert load_recipe(recipe_path).data.loader == "csv"        # distillation from a user's own CSV
     manifest = load_manifest(out)
     teacher = manifest.metrics["teacher"]
     report = json.loads((out / REPORT_FILE).read_text())
