@@ -46,7 +46,8 @@ def timed(command: list[str]) -> tuple[float, float]:
 
 
 class RowCounter:
-    """A QoS 1 subscriber to ``<prefix>/#/verdicts`` counting the JSON lines that arrive."""
+    """A QoS 1 subscriber to ``bench/+/verdicts`` counting the verdict records that arrive (each
+    block message's records start ``{"row":``; a time cell's quotes would be escaped)."""
 
     def __init__(self, port: int):
         import paho.mqtt.client as mqtt
@@ -65,7 +66,7 @@ class RowCounter:
 
     def _count(self, client, userdata, message) -> None:
         with self.lock:
-            self.rows += message.payload.count(b"\n")
+            self.rows += message.payload.count(b'{"row":')
 
     def take(self, expected: int, timeout: float = 30.0) -> int:
         deadline = time.monotonic() + timeout

@@ -101,8 +101,9 @@ JSONL_HELP = ("Also write each verdict as one JSON object per line to PATH, or -
               "without adaptive scoring), is_anomaly, class, model_sha256, and why with --explain.")
 MQTT_HELP = ("Also publish the verdicts to an MQTT broker at QoS 1: mqtt://host[:port][/prefix] (port "
              "1883, prefix tinyad by default). Topic <prefix>/<id>/verdicts gets one message per block "
-             "of rows, its payload the block's JSON lines (as --jsonl): a bulk file goes about 1,000 rows "
-             "a message, a live row alone; <prefix>/<id>/status a retained online/offline status (model "
+             "of rows, {\"model_sha256\": ..., \"verdicts\": [...]}, the records as --jsonl writes them "
+             "but with the hash once a block: a bulk file goes about 1,000 rows a message, a live row "
+             "alone; <prefix>/<id>/status a retained online/offline status (model "
              "hash, self-test, interpreter), offline also as the last will. Reconnects with backoff and "
              "re-sends what the broker has not acknowledged; at exit waits for every PUBACK. Needs "
              "pip install 'tinyad[mqtt]'.")

@@ -71,11 +71,15 @@ class Subscriber:
             return [(payload, retain) for name, payload, retain in self.messages if name == topic]
 
     def records(self, topic: str) -> dict[int, dict]:
-        """One record per row (a QoS 1 duplicate must be identical to the first copy)."""
+        """One record per row, each with its block's model_sha256 (a QoS 1 duplicate must be
+        identical to the first copy)."""
         by_row: dict[int, dict] = {}
         for payload, _ in self.on(topic):
-            for line in payload.decode().splitlines():
-                record = json.loads(line)
+            block = json.loads(payload)
+            assert sorted(block) == ["model_sha256", "verdicts"], f"not a verdict block: {sorted(block)}"
+            for record in block["verdicts"]:
+                assert "model_sha256" not in record               # the block carries it, once
+                record["model_sha256"] = block["model_sha256"]
                 assert by_row.setdefault(record["row"], record) == record, f"a different duplicate: {record}"
         return by_row
 

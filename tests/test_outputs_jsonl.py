@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from conftest import SLICE
 from firmware_host.cli import main
 from firmware_host.manifest import load_manifest
-from firmware_host.outputs import jsonl_text, records
+from firmware_host.outputs import block_message, jsonl_text, records
 from firmware_host.scoring import Verdicts
 
 
@@ -137,6 +137,10 @@ def test_bulk_text_equals_the_records_row_by_row():
     assert parsed[2]["why"] == [["a", 0.5], ["b", 0.25]] and parsed[2]["class"] == 'anomaly, "bad"'
     assert parsed[3]["score"] is None and parsed[3]["why"] == [["c", None]]    # inf and NaN are not JSON
     assert parsed[4]["unit_score"] == 0.999985
+    # The MQTT block: the same records without the hash, which the block carries once.
+    block = json.loads(block_message(10, verdicts, _Manifest, times))
+    assert block == {"model_sha256": "ab" * 32,
+                     "verdicts": [{k: v for k, v in r.items() if k != "model_sha256"} for r in parsed]}
     no_extras = Verdicts(scores=np.array([0.5]), is_anomaly=np.array([False]), predicted=np.array([0]))
     assert json.loads(jsonl_text(0, no_extras, _Manifest)) == {
         "row": 0, "status": "scored", "score": 0.5, "unit_score": None, "is_anomaly": False, "class": "normal",

@@ -1,8 +1,9 @@
 """Where verdicts go besides the CSV: JSON lines (``--jsonl``) and an MQTT broker (``--mqtt``).
 
 ``open_outputs`` gives one ``VerdictOutputs`` for all the destinations asked for; its
-``write(first_row, verdicts, times)`` formats a block's records once (``record.jsonl_text``)
-and hands the same text to every sink. ``run``, ``stream`` and the device agent use it alike.
+``write(first_row, verdicts, times)`` formats a block's records once per shape a sink asks for
+(``sink.shape``: ``"lines"``, ``record.jsonl_text``; ``"block"``, ``record.block_message``) and
+hands the text to every sink. ``run``, ``stream`` and the device agent use it alike.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 from typing import Callable
 
 from .. import __version__
-from .record import jsonl_text, records
+from .record import block_message, jsonl_text, records
 
-__all__ = ["RowTimes", "VerdictOutputs", "open_outputs", "status_record", "jsonl_text", "records"]
+__all__ = ["RowTimes", "VerdictOutputs", "open_outputs", "status_record", "block_message", "jsonl_text", "records"]
+
+SHAPES = {"lines": jsonl_text, "block": block_message}     # sink.shape -> how a block is formatted
 
 
 class RowTimes:
@@ -50,9 +53,11 @@ class VerdictOutputs:
     def write(self, first_row: int, verdicts, times: list[str] | None = None) -> None:
         if not self.sinks:
             return
-        text = jsonl_text(first_row, verdicts, self.manifest, times)
+        texts: dict[str, str] = {}
         for sink in self.sinks:
-            sink.send(text, len(verdicts.scores), first_row)
+            if sink.shape not in texts:
+                texts[sink.shape] = SHAPES[sink.shape](first_row, verdicts, self.manifest, times)
+            sink.send(texts[sink.shape], len(verdicts.scores), first_row)
 
     def serving(self, manifest, status: dict) -> None:
         """A new model serves (the device agent after a push): its hash goes in the records, its

@@ -17,6 +17,8 @@ class JsonlSink:
     ``append=True`` (the device agent, which runs until stopped) the records are appended to
     ``path`` itself, each block as it is served."""
 
+    shape = "lines"                 # one record a line (``record.jsonl_text``)
+
     def __init__(self, path: str, *, append: bool = False):
         self.path = path
         self.append = append

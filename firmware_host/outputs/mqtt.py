@@ -2,9 +2,10 @@
 
 Topics, for ``mqtt://host:port/<prefix>`` and a device id:
 
-- ``<prefix>/<id>/verdicts``: one message per block of verdicts, its payload the block's JSON
-  lines (``record.py``), so a bulk file of 100,000 rows is about a hundred publishes, and a live
-  row one publish of one line;
+- ``<prefix>/<id>/verdicts``: one message per block of verdicts, its payload one JSON object
+  ``{"model_sha256": ..., "verdicts": [record, ...]}`` (``record.block_message``: the records of
+  ``--jsonl`` without their hash, which the block carries once), so a bulk file of 100,000 rows
+  is about a hundred publishes, and a live row one publish of a one-record block;
 - ``<prefix>/<id>/status``: a retained JSON object, ``"state": "online"`` with the model hash,
   the self-test result and the interpreter, republished on every (re)connection; the broker's
   last will for this client is the same object with ``"state": "offline"`` (retained), and a
@@ -40,6 +41,11 @@ CONNECT_TIMEOUT = 10.0          # seconds ``wait_connected`` waits for the broke
 CLOSE_TIMEOUT = 30.0            # seconds ``close`` waits for the last PUBACKs
 FAILED_CLOSE_TIMEOUT = 5.0      # the same after a run that failed anyway: do not hold up its error
 MAX_INFLIGHT = 100              # QoS 1 messages sent and not yet acknowledged; more wait in paho's queue
+ACK_POLL = 0.001                # seconds between looks at the PUBACKs while ``close`` waits for them
+# Mosquitto leaves Nagle on by default (set_tcp_nodelay false): a PUBACK waits in the broker until
+# our TCP ACK of the one before, and Linux delays that ACK by up to ~40 ms when we have nothing to
+# send, as at the end of a run. TCP_QUICKACK sends a delayed ACK at once (Linux only; else None).
+TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 INSTALL_HINT = "pip install 'tinyad[mqtt]'"
 
 Log = Callable[[str], None]
@@ -118,6 +124,8 @@ class MqttSink:
     connection (an OutputError after ``connect_timeout`` s); with ``wait=False`` (the device
     agent) it connects in the background and keeps trying, the verdicts queued meanwhile
     (``max_queued`` messages at most; 0 = no limit)."""
+
+    shape = "block"                 # one JSON object a block (``record.block_message``)
 
     def __init__(self, url: str, device_id: str, status: dict, *, wait: bool = True,
                  connect_timeout: float = CONNECT_TIMEOUT, max_queued: int = 0, log: Log = _quiet):
@@ -199,7 +207,8 @@ class MqttSink:
 
     # -- the sink ----------------------------------------------------------------------------
     def send(self, text: str, rows: int, first_row: int) -> None:
-        """Publish one block's JSON lines as one QoS 1 message (queued while the broker is away)."""
+        """Publish one block's message (``rows`` verdicts, the first for row ``first_row``) at QoS 1,
+        queued while the broker is away."""
         self._drain()
         if not rows:
             return
@@ -229,19 +238,32 @@ class MqttSink:
             timeout = min(timeout, FAILED_CLOSE_TIMEOUT)
         deadline = time.monotonic() + timeout
         while self.unacknowledged()[0] and time.monotonic() < deadline:
-            time.sleep(0.002)
+            self._ack_now()
+            time.sleep(ACK_POLL)
         messages, rows = self.unacknowledged()
         if not messages:
             info = self.client.publish(self.status_topic, self._status("offline"), qos=1, retain=True)
             end = time.monotonic() + min(2.0, timeout)
             while info.mid not in self.acked and time.monotonic() < end:
-                time.sleep(0.005)
+                self._ack_now()
+                time.sleep(ACK_POLL)
         self._stop()
         if messages:
             first = min(first for first, _ in self.pending.values())
             raise OutputError(f"MQTT: {messages} of {self.published} messages ({rows} verdicts, from row {first}) "
                               f"were not acknowledged by {self.target.where} within {timeout:g} s; "
                               "the broker may not have them")
+
+    def _ack_now(self) -> None:
+        """Acknowledge (TCP) what the broker has sent so far now, so that it sends its next PUBACKs
+        (see ``TCP_QUICKACK``)."""
+        sock = self.client.socket()
+        if TCP_QUICKACK is None or sock is None:
+            return
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)
+        except OSError:             # closed under us by the network thread: nothing to acknowledge
+            pass
 
     def _stop(self) -> None:
         self.client.disconnect()

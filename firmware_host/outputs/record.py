@@ -18,6 +18,8 @@ A record holds, in this order:
 
 ``jsonl_text`` builds a block's lines a column at a time (a few string operations per row), so a
 bulk file's JSON lines cost about what its CSV costs; ``records`` gives the same objects as dicts.
+``block_message`` puts a block's records in one JSON object for MQTT, the hash once:
+``{"model_sha256": ..., "verdicts": [record without model_sha256, ...]}``.
 """
 
 from __future__ import annotations
@@ -33,9 +35,24 @@ from ..csv_input import score_text, unit_text
 def jsonl_text(first_row: int, verdicts, manifest, times: list[str] | None = None) -> str:
     """The JSON lines (each ending in ``\\n``) of one block of verdicts, rows ``first_row`` on.
     ``times`` holds each row's time cell, or is None where the input has no time column."""
+    texts = _record_texts(first_row, verdicts, manifest, times, f',"model_sha256":"{manifest.sha256}"')
+    return "\n".join(texts) + "\n" if texts else ""
+
+
+def block_message(first_row: int, verdicts, manifest, times: list[str] | None = None) -> str:
+    """One block of verdicts as one JSON object (an MQTT message): ``{"model_sha256": ...,
+    "verdicts": [record, ...]}``, each record as in ``jsonl_text`` but without ``model_sha256``,
+    which the block carries once for all its rows (it was ~80 of a record's ~190 bytes)."""
+    texts = _record_texts(first_row, verdicts, manifest, times, "")
+    return f'{{"model_sha256":"{manifest.sha256}","verdicts":[{",".join(texts)}]}}'
+
+
+def _record_texts(first_row: int, verdicts, manifest, times: list[str] | None, tail: str) -> list[str]:
+    """Each row's record as JSON text, ``tail`` (fields, each with its leading comma) after
+    ``class``, built a column at a time: a few string operations per row."""
     count = len(verdicts.scores)
     if count == 0:
-        return ""
+        return []
     with np.errstate(over="ignore", invalid="ignore"):      # as score_text: its float32 value
         scores = np.asarray(verdicts.scores, dtype=np.float64).astype(np.float32).astype(np.float64)
     score_cells = _texts(scores, "{:.6g}")
@@ -46,9 +63,8 @@ def jsonl_text(first_row: int, verdicts, manifest, times: list[str] | None = Non
     unit_cells = (["null"] * count if verdicts.unit_score is None
                   else _texts(np.asarray(verdicts.unit_score, dtype=np.float64), "{:.6f}"))
     # The rest of a scored row depends only on its verdict and class: one text per pair.
-    sha = f'"model_sha256":"{manifest.sha256}"'
     classes = len(manifest.classes)
-    endings = [f',"is_anomaly":{flag},"class":{json.dumps(name)},{sha}'
+    endings = [f',"is_anomaly":{flag},"class":{json.dumps(name)}{tail}'
                for flag in ("false", "true") for name in manifest.classes]
     ends = list(map(endings.__getitem__, (np.asarray(verdicts.is_anomaly, dtype=bool).astype(np.int64) * classes
                                           + np.asarray(verdicts.predicted, dtype=np.int64)).tolist()))
@@ -57,17 +73,17 @@ def jsonl_text(first_row: int, verdicts, manifest, times: list[str] | None = Non
     time_cells = [""] * count if times is None else [f',"time":{cell}' for cell in map(json.dumps, times)]
     why_cells = [""] * count if why is None else [f',"why":{_why_json(entry)}' for entry in why]
     if times is None and why is None:       # the common case, in the fewest string operations
-        lines = [f'{{"row":{row},"status":"scored","score":{score},"unit_score":{unit}{end}}}\n'
+        texts = [f'{{"row":{row},"status":"scored","score":{score},"unit_score":{unit}{end}}}'
                  for row, score, unit, end in zip(rows, score_cells, unit_cells, ends)]
     else:
-        lines = [f'{{"row":{row}{stamp},"status":"scored","score":{score},"unit_score":{unit}{end}{because}}}\n'
+        texts = [f'{{"row":{row}{stamp},"status":"scored","score":{score},"unit_score":{unit}{end}{because}}}'
                  for row, stamp, score, unit, end, because in
                  zip(rows, time_cells, score_cells, unit_cells, ends, why_cells)]
     if verdicts.warming_up is not None and verdicts.warming_up.any():
         for i in np.flatnonzero(verdicts.warming_up).tolist():
-            lines[i] = (f'{{"row":{first_row + i}{time_cells[i]},"status":"warming_up","score":null,'
-                        f'"unit_score":null,"is_anomaly":false,"class":null,{sha}{why_cells[i]}}}\n')
-    return "".join(lines)
+            texts[i] = (f'{{"row":{first_row + i}{time_cells[i]},"status":"warming_up","score":null,'
+                        f'"unit_score":null,"is_anomaly":false,"class":null{tail}{why_cells[i]}}}')
+    return texts
 
 
 def _texts(values: np.ndarray, form: str) -> list[str]:
