@@ -5,12 +5,13 @@ what `tinyad run` writes for the same rows."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from fault_relay import Relay
-from test_link import _rows, agent
+from test_link import READY, _rows, agent, wait_for_text
 from test_outputs_jsonl import _with_time_column
 
 TINYAD = [sys.executable, "-m", "firmware_host.cli"]
@@ -59,3 +60,23 @@ def test_a_time_column_through_stream_as_through_run(built_bundle, tmp_path):
     assert [record["time"] for record in records] == stamps[:600]
     assert streamed_jsonl.read_bytes() == local_jsonl.read_bytes()
     assert streamed_csv.read_bytes() == local_csv.read_bytes()
+
+
+def test_the_device_agent_writes_json_lines_to_stdout(built_bundle, tmp_path):
+    """`tinyad device --jsonl -`: what it serves as JSON lines on its stdout (its log stays on
+    stderr), equal to `run --jsonl -` on the rows the host streamed (row = the sample's number)."""
+    rows = _rows(tmp_path / "rows.csv", 300)
+    log = tmp_path / "agent.log"
+    with Relay() as relay:
+        with open(log, "w") as stderr:
+            device = subprocess.Popen([*TINYAD, "device", "--port", relay.device_port, "--model", str(built_bundle),
+                                       "--jsonl", "-"], stdout=subprocess.PIPE, stderr=stderr)
+        try:
+            wait_for_text(log, READY, device)
+            _stream(relay.host_port, built_bundle, rows, "--output", str(tmp_path / "s.csv"))
+        finally:
+            device.send_signal(signal.SIGTERM)                  # systemd's stop: flush and exit 0
+            served, _ = device.communicate(timeout=30)
+    assert device.returncode == 0, log.read_text()
+    assert served == _run(built_bundle, rows, "--jsonl", "-").stdout
+    assert len(served.splitlines()) == 300
