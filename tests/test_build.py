@@ -105,6 +105,8 @@ def test_stage_out_of_order_says_what_to_run_first(tmp_path):
     ("[data]\nloader = 'sdn_ddos'\npath = 'x.csv'\n[detector]\nkind = 'gan'\n", "choose one of ae, vae_dnn"),
     ("[data]\nloader = 'sdn_ddos'\npath = 'x.csv'\n[detector]\nlayers = 3\n", "unknown key(s) in [detector]: layers"),
     ("[data\n", "not valid TOML"),
+    ("[data]\nloader = 'sdn_ddos'\npath = 'x.csv'\n[detector]\nkind = 'vae_dnn'\ntrain_noise = 0.1\n",
+     "train_noise = 0.1; a standard deviation (0 or more) for kind = \"ae\" only"),
 ])
 def test_bad_recipes_are_one_line_errors(tmp_path, text, message):
     path = tmp_path / "bad.toml"
@@ -118,6 +120,24 @@ def test_missing_data_file_names_the_public_source(tmp_path):
     path.write_text("[data]\nloader = 'sdn_ddos'\npath = 'sdn_ddos/dataset_sdn.csv.gz'\n")
     result = invoke("build", path, "--data-root", tmp_path, "--out", tmp_path / "b")
     assert result.exit_code == 1 and "10.17632/jxpfjc64kr.1" in result.output
+
+
+def test_ae_train_noise_trains_under_noise_and_deploys_without_it():
+    """[detector] train_noise perturbs the AE's hidden activations while it learns; the deployed
+    residual model computes the same output every time and converts to int8 ops alone."""
+    from toolchain import convert, detectors
+    from toolchain.recipe import DetectorSpec
+
+    rows = np.random.default_rng(0).normal(size=(256, 6)).astype(np.float32)
+    spec = DetectorSpec(kind="ae", hidden=[8], latent=2, activation="tanh", epochs=1, train_noise=0.5)
+    model = detectors.train_autoencoder(rows, rows, spec, seed=1).model
+    noise = [layer for layer in model.layers if "GaussianNoise" in type(layer).__name__]
+    assert len(noise) == 3 and all(layer.stddev == 0.5 for layer in noise)
+    first = detectors.predict(model, rows)
+    np.testing.assert_array_equal(first, detectors.predict(model, rows))
+    assert not np.allclose(model(rows, training=True), first, atol=1e-3)     # it is noisy while training
+    int8 = convert.convert(model, int8=True, representative=rows[:64])
+    assert "GAUSSIAN" not in " ".join(op.name for op in convert.assert_int8(int8)).upper()
 
 
 def test_same_recipe_and_seed_reproduce_the_metrics(tmp_path):

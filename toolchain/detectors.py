@@ -38,10 +38,15 @@ def _activation(keras, name: str):
                       "sigmoid, gelu, swish or elu (elu does not quantize to int8)")
 
 
-def _dense_stack(keras, x, widths, activation: str, dropout: float = 0.0, prefix: str = "dense"):
+def _dense_stack(keras, x, widths, activation: str, dropout: float = 0.0, prefix: str = "dense",
+                 noise: float = 0.0):
+    """Dense layers with ``activation``; ``noise`` > 0 adds Gaussian noise of that standard
+    deviation after each activation while training (Keras drops it at inference and conversion)."""
     for i, width in enumerate(widths):
         x = keras.layers.Dense(width, name=f"{prefix}_{i}")(x)
         x = _activation(keras, activation)(x)
+        if noise:
+            x = keras.layers.GaussianNoise(noise, name=f"{prefix}_{i}_noise")(x)
         if dropout:
             x = keras.layers.Dropout(dropout)(x)
     return x
@@ -69,8 +74,13 @@ def _fit(keras, model, x, y, x_val, y_val, spec: DetectorSpec, epochs: int, stag
 
 def build_autoencoder(keras, n_features: int, spec: DetectorSpec):
     inputs = keras.Input((n_features,), name="features")
-    x = _dense_stack(keras, inputs, list(spec.hidden) + [spec.latent], spec.activation, spec.dropout, "encoder")
-    x = _dense_stack(keras, x, list(reversed(spec.hidden)), spec.activation, spec.dropout, "decoder")
+    # train_noise: every int8 activation is rounded to its tensor's step (1/128 for tanh, more
+    # before it); trained under noise of that order, the decoder learns weights whose output barely
+    # moves under such rounding, so the int8 residual stays close to float's (sdn_ddos_ae).
+    x = _dense_stack(keras, inputs, list(spec.hidden) + [spec.latent], spec.activation, spec.dropout, "encoder",
+                     spec.train_noise)
+    x = _dense_stack(keras, x, list(reversed(spec.hidden)), spec.activation, spec.dropout, "decoder",
+                     spec.train_noise)
     outputs = keras.layers.Dense(n_features, name="reconstruction")(x)
     return keras.Model(inputs, outputs, name="autoencoder")
 

@@ -83,6 +83,9 @@ class DetectorSpec:
     beta: float = 1.0                    # vae: weight of the KL term
     fine_tune_encoder: bool = True       # vae_dnn: let the classifier's loss also adjust the encoder
     dropout: float = 0.0
+    train_noise: float = 0.0             # ae: std of Gaussian noise added after each hidden activation while
+                                         # training only (not in the deployed model): a decoder that tolerates it
+                                         # tolerates int8 rounding, so int8 and float verdicts agree
     window: int = 32                     # temporal: samples per model input, the current one included
     lstm_units: int = 16                 # temporal: LSTM width (the AE-LSTM paper uses 64)
     conv_filters: int = 16               # cnn_lstm_attn: Conv1D filters
@@ -229,6 +232,9 @@ def parse_recipe(data: dict, path: Path) -> Recipe:
     if recipe.detector.kind in TEMPORAL and s.method == "random":
         raise RecipeError(f"{path}: detector {recipe.detector.kind!r} reads windows of consecutive rows; use "
                           "[split] method = \"time\", \"probation\", \"prefix\" or \"blocks\", not \"random\"")
+    if recipe.detector.train_noise < 0 or (recipe.detector.train_noise and recipe.detector.kind != "ae"):
+        raise RecipeError(f"{path}: [detector] train_noise = {recipe.detector.train_noise}; a standard deviation "
+                          f"(0 or more) for kind = \"ae\" only")
     if recipe.detector.kind in TEMPORAL and recipe.detector.window < 2:
         raise RecipeError(f"{path}: [detector] window must be at least 2 for {recipe.detector.kind!r}")
     if s.method in ("prefix", "probation"):
