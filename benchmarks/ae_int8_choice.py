@@ -94,11 +94,15 @@ def main() -> None:
                              "[default: the recipe as it is]")
     parser.add_argument("--splits", default=None,
                         help="comma-separated split methods [default: the recipe's and its also_report]")
+    parser.add_argument("--seed", type=int, default=None, help="seed instead of the recipe's (it also draws the "
+                                                               "random split) [default: the recipe's]")
     parser.add_argument("--data-root", default=None)
     args = parser.parse_args()
     base = load_recipe(args.recipe)
+    if args.seed is not None:
+        base = dataclasses.replace(base, seed=args.seed)
     splits = args.splits.split(",") if args.splits else [base.split.method, *base.split.also_report]
-    print(f"{base.name}: validation rows only (recipe's calibration, no remedy)")
+    print(f"{base.name}, seed {base.seed}: validation rows only (recipe's calibration, no remedy)")
     for setting in args.settings or [""]:
         recipe = with_overrides(base, setting)
         root = resolve_data_root(args.data_root) if recipe.data.relative_to == "data_root" else Path(".")
