@@ -14,7 +14,6 @@ the int8 validation scores.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import tempfile
 from pathlib import Path
@@ -28,7 +27,8 @@ from toolchain.datasets import resolve_data_root
 from toolchain.pipeline import select_features
 from toolchain.prepare import prepare
 from toolchain.quantize import quantize, representative_rows
-from toolchain.recipe import load_recipe
+from toolchain.recipe import parse_recipe
+from toolchain.search.space import apply
 from toolchain.train import calibrate_threshold, model_inputs, part_truth, train
 
 if sys.version_info >= (3, 11):
@@ -37,15 +37,18 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 
-def with_overrides(recipe, setting: str):
-    """The recipe with ``section.key=value`` overrides (comma-separated; values in TOML syntax)."""
+def with_overrides(path: Path, raw: dict, setting: str, seed: int | None = None):
+    """The recipe at ``path`` (its TOML table ``raw``) with ``section.key=value`` overrides
+    (comma-separated; values in TOML syntax) and ``seed``, read by the recipe's own checks."""
+    overrides = {}
     for item in filter(None, (part.strip() for part in _split_top(setting))):
         key, value = item.split("=", 1)
         section, name = key.strip().split(".")
-        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
-        recipe = dataclasses.replace(recipe, **{section: dataclasses.replace(getattr(recipe, section),
-                                                                             **{name: parsed})})
-    return recipe
+        overrides[(section, name)] = tomllib.loads(f"v = {value.strip()}")["v"]
+    table = apply(raw, overrides)
+    if seed is not None:
+        table["seed"] = seed
+    return parse_recipe(table, path)
 
 
 def _split_top(text: str) -> list[str]:
@@ -98,13 +101,13 @@ def main() -> None:
                                                                "random split) [default: the recipe's]")
     parser.add_argument("--data-root", default=None)
     args = parser.parse_args()
-    base = load_recipe(args.recipe)
-    if args.seed is not None:
-        base = dataclasses.replace(base, seed=args.seed)
+    path = Path(args.recipe)
+    raw = tomllib.loads(path.read_text())
+    base = with_overrides(path, raw, "", args.seed)
     splits = args.splits.split(",") if args.splits else [base.split.method, *base.split.also_report]
     print(f"{base.name}, seed {base.seed}: validation rows only (recipe's calibration, no remedy)")
     for setting in args.settings or [""]:
-        recipe = with_overrides(base, setting)
+        recipe = with_overrides(path, raw, setting, args.seed)
         root = resolve_data_root(args.data_root) if recipe.data.relative_to == "data_root" else Path(".")
         for split in splits:
             found = validation_figures(recipe, prepare(recipe, root, split_method=split))
