@@ -12,6 +12,9 @@ for the last PUBACK included; the best and the median of ``--repeats`` are print
 and by the child's CPU time (user + sys), and the ratio with/without (the target is <= 1.20).
 Each repeat runs the pair back to back, in turn one first then the other, and the median of the
 pairs' own ratios is printed too: on a shared host it moves least with the other jobs' load.
+`run --mqtt` formats and publishes in a forked child process (``firmware_host/outputs/publisher.py``):
+the CPU figure includes it (``wait4`` counts a child's reaped children), the wall figure is what
+a user waits for.
 """
 
 from __future__ import annotations

@@ -152,19 +152,28 @@ def run(bundle, input_path, output_path, explain, jsonl, mqtt, mqtt_id, skip_sel
     from .outputs import open_outputs, status_record
     from .runner import Detector
 
+    publisher = None
     if mqtt:
-        from .outputs.mqtt import preload
-        preload()                             # paho imports while the model loads
-    detector = Detector(bundle, self_test=not skip_self_test)
-    if skip_self_test:
-        click.echo("warning: golden-vector self-test skipped; verdicts are unchecked on this machine", err=True)
-    stream, source = open_text(input_path)
-    status = status_record(detector.manifest, self_test=detector.self_test_result,
-                           interpreter=detector.runtime.describe(), source="run")
-    with open_outputs(detector.manifest, jsonl=jsonl, mqtt=mqtt, mqtt_id=mqtt_id, status=status,
-                      log=_echo_err) as outputs, atomic_output(output_path) as out:
-        csv_out = None if jsonl == "-" and not output_path else out
-        rows, anomalies = score_csv(detector, stream, source, csv_out, batch_rows, explain, outputs)
+        # Publishing runs in a forked process (another core), which imports paho while the model loads.
+        from .outputs.mqtt import default_device_id, preload
+        from .outputs.publisher import fork_publisher
+        publisher = fork_publisher(mqtt, mqtt_id or default_device_id(), _echo_err)
+        if publisher is None:
+            preload()                         # no fork here: paho imports in a thread meanwhile
+    try:
+        detector = Detector(bundle, self_test=not skip_self_test)
+        if skip_self_test:
+            click.echo("warning: golden-vector self-test skipped; verdicts are unchecked on this machine", err=True)
+        stream, source = open_text(input_path)
+        status = status_record(detector.manifest, self_test=detector.self_test_result,
+                               interpreter=detector.runtime.describe(), source="run")
+        with open_outputs(detector.manifest, jsonl=jsonl, mqtt=mqtt, mqtt_id=mqtt_id, status=status,
+                          log=_echo_err, publisher=publisher) as outputs, atomic_output(output_path) as out:
+            csv_out = None if jsonl == "-" and not output_path else out
+            rows, anomalies = score_csv(detector, stream, source, csv_out, batch_rows, explain, outputs)
+    finally:
+        if publisher is not None:
+            publisher.finish(kill=True)       # gone already unless the run failed before its outputs opened
     click.echo(f"{rows} rows, {anomalies} anomalies ({detector.runtime.describe()})", err=True)
 
 

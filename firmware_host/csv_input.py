@@ -358,14 +358,10 @@ def verdict_text(first_row: int, verdicts, manifest: Manifest) -> str:
     """The CSV text ``csv.writer`` makes of ``verdict_rows`` (the same bytes, ``\\r\\n`` line ends),
     built a column at a time: a block's verdicts cost a few string operations per row."""
     count = len(verdicts.scores)
-    with np.errstate(over="ignore", invalid="ignore"):      # as score_text: its float32 value
-        scores = np.asarray(verdicts.scores, dtype=np.float64).astype(np.float32).astype(np.float64)
-    score_cells = list(map("{:.6g}".format, scores.tolist()))
-    unit_cells = ([""] * count if verdicts.unit_score is None
-                  else list(map("{:.6f}".format, np.asarray(verdicts.unit_score, dtype=np.float64).tolist())))
+    units = unit_cells(verdicts)
     classes = [_csv_cell(name) for name in manifest.classes]
     lines = [f"{row},scored,{score},{unit},{flag},{classes[cls]}\r\n" for row, score, unit, flag, cls in
-             zip(range(first_row, first_row + count), score_cells, unit_cells,
+             zip(range(first_row, first_row + count), score_cells(verdicts), [""] * count if units is None else units,
                  np.asarray(verdicts.is_anomaly, dtype=np.int64).tolist(),
                  np.asarray(verdicts.predicted, dtype=np.int64).tolist())]
     if verdicts.warming_up is not None:
@@ -377,6 +373,40 @@ def verdict_text(first_row: int, verdicts, manifest: Manifest) -> str:
         lines = [f"{line[:-2]},{(why_text(reasons) if plain else _csv_cell(why_text(reasons))) if reasons else ''}\r\n"
                  for line, reasons in zip(lines, verdicts.why)]
     return "".join(lines)
+
+
+def score_cells(verdicts) -> list[str]:
+    """Each row's ``score_text``, as ``str`` makes them ("nan", "inf" where not finite). Formatted
+    once per block of verdicts for every writer (CSV, JSON lines, MQTT): kept in ``verdicts.texts``."""
+    cells = verdicts.texts.get("score")
+    if cells is None:
+        with np.errstate(over="ignore", invalid="ignore"):      # as score_text: its float32 value
+            scores = np.asarray(verdicts.scores, dtype=np.float64).astype(np.float32).astype(np.float64)
+        cells = verdicts.texts["score"] = _formatted(scores, "{:.6g}")
+    return cells
+
+
+def unit_cells(verdicts) -> list[str] | None:
+    """Each row's ``unit_text``, or None for a bundle without unit scores; kept as ``score_cells``."""
+    if verdicts.unit_score is None:
+        return None
+    cells = verdicts.texts.get("unit")
+    if cells is None:
+        cells = verdicts.texts["unit"] = _formatted(np.asarray(verdicts.unit_score, dtype=np.float64), "{:.6f}")
+    return cells
+
+
+def _formatted(values: np.ndarray, form: str) -> list[str]:
+    """``form`` applied to each value. An int8 model's scores take few distinct values (a softmax
+    output has at most 256): then each distinct value is formatted once."""
+    values = values.ravel()
+    if len(values) < 64 or np.signbit(values[values == 0]).any():     # np.unique takes -0.0 for 0.0
+        return list(map(form.format, values.tolist()))
+    distinct, index = np.unique(values, return_inverse=True)
+    if 2 * len(distinct) > len(values):
+        return list(map(form.format, values.tolist()))
+    texts = list(map(form.format, distinct.tolist()))
+    return list(map(texts.__getitem__, index.ravel().tolist()))
 
 
 def _csv_cell(text: str) -> str:

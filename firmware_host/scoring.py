@@ -16,7 +16,7 @@ Used by verify (Keras, float TFLite and int8 outputs alike), run, bench and the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -37,6 +37,8 @@ class Verdicts:
     # is the feature's share of the score in [0, 1] (``ae``, ``lstm``, ``ae_lstm``, forecasting
     # ``cnn_lstm_attn``), or |z| / clip of its scaled input (softmax models); a multiple of 1/255.
     why: list | None = None
+    # The block's cells as text, formatted once for every writer (``csv_input.score_cells``).
+    texts: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 def reconstruction_error(residual: np.ndarray) -> np.ndarray:

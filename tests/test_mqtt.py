@@ -157,10 +157,36 @@ def test_no_verdict_lost_when_the_broker_restarts_mid_stream(built_bundle, broke
     late.close()
 
 
+def publishing_child(pid: int, timeout: float = 10.0) -> int:
+    """The pid of the process `tinyad run --mqtt` forked to publish (``outputs/publisher.py``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        if children:
+            return int(children[0])
+        time.sleep(0.01)
+    raise AssertionError(f"tinyad run (pid {pid}) forked no publisher within {timeout:g} s")
+
+
+def gone(pid: int, timeout: float = 10.0) -> bool:
+    """Whether process ``pid`` has exited (a zombie counts: its parent was killed, not it) within ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] in "ZX":
+                return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def test_retained_status_and_the_last_will(built_bundle, broker):
+    """The status is retained; when the device dies without a word (the whole process group is
+    killed, as by a power cut), the broker's last will says "offline"."""
     publisher = subprocess.Popen([*TINYAD, "run", str(built_bundle), "--input", "-", "--output", os.devnull,
                                   "--mqtt", broker.url, "--mqtt-id", "pi-2"], stdin=subprocess.PIPE,
-                                 stderr=subprocess.PIPE)
+                                 stderr=subprocess.PIPE, start_new_session=True)
     try:
         publisher.stdin.write(b"".join(_slice_lines(5)))
         publisher.stdin.flush()                    # the input stays open: the publisher lives on
@@ -176,8 +202,10 @@ def test_retained_status_and_the_last_will(built_bundle, broker):
         assert status["model_sha256"] == manifest.sha256 and status["model"] == manifest.name
         assert status["self_test"]["passed"] is True and status["self_test"]["verdict_mismatches"] == 0
         assert "builtin kernels" in status["interpreter"]
-        publisher.send_signal(signal.SIGKILL)      # no goodbye: only the broker's last will can tell
+        child = publishing_child(publisher.pid)
+        os.killpg(publisher.pid, signal.SIGKILL)   # no goodbye: only the broker's last will can tell
         publisher.wait(10)
+        assert gone(child)
         watcher.wait_for(lambda: len(watcher.on("tinyad/pi-2/status")) == 2)
         will = json.loads(watcher.on("tinyad/pi-2/status")[1][0])
         assert will["state"] == "offline" and will["model_sha256"] == manifest.sha256
@@ -189,6 +217,38 @@ def test_retained_status_and_the_last_will(built_bundle, broker):
     late.wait_for(lambda: late.on("tinyad/pi-2/status"))
     assert json.loads(late.on("tinyad/pi-2/status")[0][0])["state"] == "offline"
     late.close()
+
+
+def test_the_publisher_outlives_neither_a_killed_run_nor_ctrl_c(built_bundle, broker):
+    """`run --mqtt` publishes from a forked child. Killed alone, the parent leaves the child an
+    end of file: it says "offline" itself (no will needed) and exits. Ctrl-C (SIGINT to the
+    process group) stops both as click stops a command ("Aborted!", exit code 1), the status offline."""
+    watcher = Subscriber(broker, "watcher", clean=True)
+    command = [*TINYAD, "run", str(built_bundle), "--input", "-", "--output", os.devnull, "--mqtt", broker.url]
+    for device, stop in (("pi-4", "kill the parent"), ("pi-5", "ctrl-c")):
+        publisher = subprocess.Popen(command + ["--mqtt-id", device], stdin=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            publisher.stdin.write(b"".join(_slice_lines(5)))
+            publisher.stdin.flush()
+            watcher.wait_for(lambda: len(watcher.records(f"tinyad/{device}/verdicts")) == 5)
+            child = publishing_child(publisher.pid)
+            if stop == "kill the parent":
+                publisher.kill()
+                assert publisher.wait(10) == -signal.SIGKILL
+            else:
+                os.killpg(publisher.pid, signal.SIGINT)
+                stderr = publisher.communicate(timeout=20)[1].decode()
+                assert publisher.returncode == 1 and stderr.strip().endswith("Aborted!"), stderr
+                assert "Traceback" not in stderr, stderr
+            assert gone(child), f"the publishing child {child} lives on after: {stop}"
+            watcher.wait_for(lambda: len(watcher.on(f"tinyad/{device}/status")) == 2)
+            statuses = [json.loads(payload) for payload, _ in watcher.on(f"tinyad/{device}/status")]
+            assert [status["state"] for status in statuses] == ["online", "offline"], stop
+        finally:
+            if publisher.poll() is None:
+                os.killpg(publisher.pid, signal.SIGKILL)
+    watcher.close()
 
 
 def test_unacknowledged_verdicts_are_an_error_naming_them(broker):

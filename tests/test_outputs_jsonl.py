@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from conftest import SLICE
 from firmware_host.cli import main
 from firmware_host.manifest import load_manifest
+from firmware_host.csv_input import score_text, verdict_text
 from firmware_host.outputs import block_message, jsonl_text, records
 from firmware_host.scoring import Verdicts
 
@@ -145,6 +146,22 @@ def test_bulk_text_equals_the_records_row_by_row():
     assert json.loads(jsonl_text(0, no_extras, _Manifest)) == {
         "row": 0, "status": "scored", "score": 0.5, "unit_score": None, "is_anomaly": False, "class": "normal",
         "model_sha256": "ab" * 32}
+
+
+def test_an_int8_models_few_distinct_scores_give_the_same_records():
+    """Scores with few distinct values (an int8 model's) are formatted once per value and shared
+    with the CSV (``csv_input.score_cells``): the records still equal the row-by-row ones."""
+    rng = np.random.default_rng(3)
+    n = 300
+    scores = rng.choice(np.arange(256) / 255, n)
+    scores[[3, 9, 250]] = [np.nan, np.inf, np.inf]              # not JSON numbers: null
+    verdicts = Verdicts(scores=scores, is_anomaly=rng.random(n) < 0.4, predicted=rng.integers(0, 2, n),
+                        unit_score=rng.integers(0, 256, n) * 257 / 65535)
+    csv_text = verdict_text(7, verdicts, _Manifest)             # fills verdicts.texts first, as `run` does
+    assert verdicts.texts["score"] and verdicts.texts["unit"]
+    parsed = [json.loads(line) for line in jsonl_text(7, verdicts, _Manifest).splitlines()]
+    assert parsed == records(7, verdicts, _Manifest)
+    assert [row.split(",")[2] for row in csv_text.splitlines()] == [score_text(score) for score in scores]
 
 
 def test_a_temporal_bundle_warms_up_and_carries_the_time_cells(temporal_bundles, shared_data, tmp_path):

@@ -194,11 +194,20 @@ def test_record_blocks_end_only_at_record_boundaries():
 
 # -- bulk output ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("unit, warming", [(False, False), (True, False), (True, True)])
-def test_verdict_text_is_the_bytes_csv_writer_makes(unit, warming):
+@pytest.mark.parametrize("unit, warming, kind", [(False, False, "spread"), (True, False, "spread"),
+                                                  (True, True, "spread"), (True, False, "int8"),
+                                                  (False, False, "int8 and -0")])
+def test_verdict_text_is_the_bytes_csv_writer_makes(unit, warming, kind):
+    """Also for an int8 model's few distinct scores, each formatted once (``csv_input._formatted``)."""
     rng = np.random.default_rng(7)
     n = 500
-    scores = np.concatenate([rng.lognormal(0, 4, n - 6), [0.0, -0.0, 1e-12, 3.5e38, 1e39, np.nan]])
+    if kind == "spread":
+        scores = np.concatenate([rng.lognormal(0, 4, n - 6), [0.0, -0.0, 1e-12, 3.5e38, 1e39, np.nan]])
+    else:
+        levels = np.concatenate([np.arange(0, 256) / 255, [np.nan, np.inf, 1e39]])
+        scores = np.round(rng.choice(levels, n), 3)
+        if kind == "int8 and -0":
+            scores[[5, 77]] = -0.0               # np.unique would take it for 0.0: formatted one by one
     verdicts = Verdicts(scores=scores, is_anomaly=rng.random(n) < 0.3, predicted=rng.integers(0, 3, n),
                         warming_up=(np.arange(n) < 23) if warming else None,
                         unit_score=rng.integers(0, 65536, n) / 65535 if unit else None)

@@ -2,8 +2,9 @@
 
 ``open_outputs`` gives one ``VerdictOutputs`` for all the destinations asked for; its
 ``write(first_row, verdicts, times)`` formats a block's records once per shape a sink asks for
-(``sink.shape``: ``"lines"``, ``record.jsonl_text``; ``"block"``, ``record.block_message``) and
-hands the text to every sink. ``run``, ``stream`` and the device agent use it alike.
+(``sink.shape``: ``"lines"``, ``record.jsonl_text``; ``"block"``, ``record.block_message``;
+``"verdicts"``, the block itself, for ``publisher.ForkedMqttSink`` to format in its own process)
+and hands the text to every sink. ``run``, ``stream`` and the device agent use it alike.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from .record import block_message, jsonl_text, records
 
 __all__ = ["RowTimes", "VerdictOutputs", "open_outputs", "status_record", "block_message", "jsonl_text", "records"]
 
-SHAPES = {"lines": jsonl_text, "block": block_message}     # sink.shape -> how a block is formatted
+
+
+def _unformatted(first_row: int, verdicts, manifest, times: list[str] | None) -> tuple:
+    return verdicts, times
+
+
+SHAPES = {"lines": jsonl_text, "block": block_message, "verdicts": _unformatted}   # sink.shape -> a block's text
 
 
 class RowTimes:
@@ -116,15 +123,20 @@ def status_record(manifest, *, self_test=None, interpreter: str, source: str) ->
 
 def open_outputs(manifest, *, jsonl: str | None = None, mqtt: str | None = None, mqtt_id: str | None = None,
                  status: dict | None = None, append: bool = False, wait: bool = True,
-                 max_queued: int = 0, log: Callable[[str], None] | None = None) -> VerdictOutputs:
+                 max_queued: int = 0, log: Callable[[str], None] | None = None,
+                 publisher=None) -> VerdictOutputs:
     """The sinks asked for (none is fine). ``append``: JSON lines appended to the file (the
-    device agent); ``wait=False``: connect to the broker in the background (the device agent)."""
+    device agent); ``wait=False``: connect to the broker in the background (the device agent);
+    ``publisher``: a forked MQTT publisher (``publisher.fork_publisher``) to publish through."""
     sinks = []
     try:
         if jsonl:
             from .jsonl import JsonlSink
             sinks.append(JsonlSink(jsonl, append=append))
-        if mqtt:
+        if mqtt and publisher is not None:
+            from .publisher import ForkedMqttSink
+            sinks.append(ForkedMqttSink(publisher, manifest, status or {}))
+        elif mqtt:
             from .mqtt import MqttSink, default_device_id
             sinks.append(MqttSink(mqtt, mqtt_id or default_device_id(), status or {}, wait=wait,
                                   max_queued=max_queued, log=log or (lambda message: None)))

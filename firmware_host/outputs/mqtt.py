@@ -1,5 +1,8 @@
 """Verdicts to an MQTT broker at QoS 1 (paho-mqtt, imported only when ``--mqtt`` is used).
 
+``MqttSink`` does the publishing. ``tinyad stream`` and the device agent run it in process;
+``tinyad run`` runs it in a forked child process, on another core (``publisher.py``).
+
 Topics, for ``mqtt://host:port/<prefix>`` and a device id:
 
 - ``<prefix>/<id>/verdicts``: one message per block of verdicts, its payload one JSON object

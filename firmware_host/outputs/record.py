@@ -29,7 +29,10 @@ import math
 
 import numpy as np
 
+from .. import csv_input
 from ..csv_input import score_text, unit_text
+
+NOT_FINITE = {"nan", "inf", "-inf"}     # score_text of what JSON has no number for
 
 
 def jsonl_text(first_row: int, verdicts, manifest, times: list[str] | None = None) -> str:
@@ -53,15 +56,10 @@ def _record_texts(first_row: int, verdicts, manifest, times: list[str] | None, t
     count = len(verdicts.scores)
     if count == 0:
         return []
-    with np.errstate(over="ignore", invalid="ignore"):      # as score_text: its float32 value
-        scores = np.asarray(verdicts.scores, dtype=np.float64).astype(np.float32).astype(np.float64)
-    score_cells = _texts(scores, "{:.6g}")
-    finite = np.isfinite(scores)
-    if not finite.all():                                   # inf and NaN are not JSON numbers
-        for i in np.flatnonzero(~finite).tolist():
-            score_cells[i] = "null"
-    unit_cells = (["null"] * count if verdicts.unit_score is None
-                  else _texts(np.asarray(verdicts.unit_score, dtype=np.float64), "{:.6f}"))
+    score_cells = csv_input.score_cells(verdicts)
+    if any(text in score_cells for text in NOT_FINITE):    # inf and NaN are not JSON numbers
+        score_cells = ["null" if cell in NOT_FINITE else cell for cell in score_cells]
+    units = csv_input.unit_cells(verdicts)
     # The rest of a scored row depends only on its verdict and class: one text per pair.
     classes = len(manifest.classes)
     endings = [f',"is_anomaly":{flag},"class":{json.dumps(name)}{tail}'
@@ -72,10 +70,14 @@ def _record_texts(first_row: int, verdicts, manifest, times: list[str] | None, t
     why = getattr(verdicts, "why", None)
     time_cells = [""] * count if times is None else [f',"time":{cell}' for cell in map(json.dumps, times)]
     why_cells = [""] * count if why is None else [f',"why":{_why_json(entry)}' for entry in why]
-    if times is None and why is None:       # the common case, in the fewest string operations
+    if times is None and why is None and units is None:     # the common cases, in the fewest string operations
+        texts = [f'{{"row":{row},"status":"scored","score":{score},"unit_score":null{end}}}'
+                 for row, score, end in zip(rows, score_cells, ends)]
+    elif times is None and why is None:
         texts = [f'{{"row":{row},"status":"scored","score":{score},"unit_score":{unit}{end}}}'
-                 for row, score, unit, end in zip(rows, score_cells, unit_cells, ends)]
+                 for row, score, unit, end in zip(rows, score_cells, units, ends)]
     else:
+        unit_cells = ["null"] * count if units is None else units
         texts = [f'{{"row":{row}{stamp},"status":"scored","score":{score},"unit_score":{unit}{end}{because}}}'
                  for row, stamp, score, unit, end, because in
                  zip(rows, time_cells, score_cells, unit_cells, ends, why_cells)]
@@ -84,16 +86,6 @@ def _record_texts(first_row: int, verdicts, manifest, times: list[str] | None, t
             texts[i] = (f'{{"row":{first_row + i}{time_cells[i]},"status":"warming_up","score":null,'
                         f'"unit_score":null,"is_anomaly":false,"class":null{tail}{why_cells[i]}}}')
     return texts
-
-
-def _texts(values: np.ndarray, form: str) -> list[str]:
-    """``form`` applied to each value. An int8 model's scores take few distinct values (a softmax
-    output has at most 256): then each distinct value is formatted once."""
-    distinct, index = np.unique(values, return_inverse=True)
-    if 2 * len(distinct) > len(values):
-        return list(map(form.format, values.tolist()))
-    texts = list(map(form.format, distinct.tolist()))
-    return list(map(texts.__getitem__, index.ravel().tolist()))
 
 
 def records(first_row: int, verdicts, manifest, times: list[str] | None = None) -> list[dict]:
