@@ -209,12 +209,17 @@ def test_tinyad_run_writes_the_unit_score_and_replays_exactly(label_free, shared
 
     _, bundle, _, _, folder = label_free
     series = folder / "nab" / "data" / "realTraffic" / "occupancy_6005.csv"
-    out = folder / "verdicts.csv"
+    out, lines = folder / "verdicts.csv", folder / "verdicts.jsonl"
     result = CliRunner().invoke(main, ["run", str(bundle), "--input", str(series), "--output", str(out),
-                                       "--batch-rows", "41"])
+                                       "--batch-rows", "41", "--jsonl", str(lines)])
     assert result.exit_code == 0, result.output
     with open(out) as handle:
         rows = list(csv.DictReader(handle))
+    # The JSON lines carry the same unit scores (null while warming up) and verdicts, and the time cells.
+    records = [json.loads(line) for line in lines.read_text().splitlines()]
+    assert [r["unit_score"] for r in records] == [float(r["unit_score"]) if r["unit_score"] else None for r in rows]
+    assert [r["is_anomaly"] for r in records] == [r["is_anomaly"] == "1" for r in rows]
+    assert records[0]["time"] == series.read_text().splitlines()[1].split(",")[0]
     assert list(rows[0]) == ["row", "status", "score", "unit_score", "is_anomaly", "class"]
     scored = [r for r in rows if r["status"] == "scored"]
     unit = np.array([float(r["unit_score"]) for r in scored])
