@@ -251,6 +251,41 @@ def test_the_publisher_outlives_neither_a_killed_run_nor_ctrl_c(built_bundle, br
     watcher.close()
 
 
+def test_reconnects_back_off_exponentially():
+    """A "broker" that accepts each TCP connection and closes it before any CONNACK: the sink (in
+    the background, as the device agent's) tries again after 1 s, then after 2 s: the delay doubles
+    (``RECONNECT_DELAYS``, up to 30 s). What it was given stays queued meanwhile."""
+    import socket
+
+    pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed: pip install 'tinyad[mqtt]'")
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted: list[float] = []
+
+    def serve():
+        while len(accepted) < 3:
+            connection, _ = server.accept()
+            accepted.append(time.monotonic())
+            connection.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    logged: list[str] = []
+    sink = MqttSink(f"mqtt://127.0.0.1:{server.getsockname()[1]}", "pi-6", {"model_sha256": "00" * 32},
+                    wait=False, log=logged.append)
+    try:
+        sink.send('{"row":0}', 1, 0)
+        thread.join(15)
+        assert len(accepted) == 3, f"{len(accepted)} connection attempts in 15 s"
+        gaps = [later - earlier for earlier, later in zip(accepted, accepted[1:])]
+        for gap, delay in zip(gaps, (1, 2)):
+            assert 0.9 * delay <= gap <= delay + 0.9, f"attempts {gaps} s apart, expected 1 then 2"
+        assert sink.unacknowledged() == (1, 1)                  # still queued, not dropped
+    finally:
+        server.close()
+        with pytest.raises(OutputError, match="1 of 1 messages"):
+            sink.close(complete=False, timeout=0.1)
+
+
 def test_unacknowledged_verdicts_are_an_error_naming_them(broker):
     sink = MqttSink(broker.url, "pi-3", {"model_sha256": "00" * 32})
     sink.send('{"row":0}\n', 1, 0)
