@@ -108,6 +108,8 @@ def assert_equal_to_csv(records: dict[int, dict], csv_rows: dict[int, dict], sha
         assert record["unit_score"] == (float(row["unit_score"]) if row["unit_score"] else None)
         assert record["is_anomaly"] is (row["is_anomaly"] == "1")
         assert record["model_sha256"] == sha256
+        if "why" in row:                         # --explain: the same features, the CSV's 3 decimals
+            assert ";".join(f"{name}:{value:.3f}" for name, value in record["why"]) == row["why"]
 
 
 def _slice_lines(count: int) -> list[bytes]:
@@ -117,12 +119,13 @@ def _slice_lines(count: int) -> list[bytes]:
 
 def test_no_verdict_lost_when_the_broker_restarts_mid_stream(built_bundle, broker, tmp_path):
     """Rows go in live (a pipe fed a slice at a time); the broker is stopped and started again half
-    way, while the publisher keeps scoring: every row's verdict reaches the subscriber, equal to the CSV's."""
+    way, while the publisher keeps scoring: every row's verdict reaches the subscriber, equal to the CSV's,
+    the --explain features too."""
     subscriber = Subscriber(broker, "collector")
     lines = _slice_lines(3000)
     out = tmp_path / "verdicts.csv"
     publisher = subprocess.Popen([*TINYAD, "run", str(built_bundle), "--input", "-", "--output", str(out),
-                                  "--mqtt", broker.url + "/tinyad", "--mqtt-id", "pi-1"],
+                                  "--mqtt", broker.url + "/tinyad", "--mqtt-id", "pi-1", "--explain", "2"],
                                  stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         publisher.stdin.write(lines[0])
@@ -147,6 +150,7 @@ def test_no_verdict_lost_when_the_broker_restarts_mid_stream(built_bundle, broke
     # The subscriber's session (and what was queued for it) came back from the broker's disk.
     assert broker.database.exists() and subscriber.sessions[0] is False and subscriber.sessions[-1] is True
     assert_equal_to_csv(subscriber.records("tinyad/pi-1/verdicts"), expected, load_manifest(built_bundle).sha256)
+    assert sum(bool(row["why"]) for row in expected.values()) > 100     # the explanations were compared
     assert len(subscriber.on("tinyad/pi-1/verdicts")) < 3000 / 10      # batched: not a publish per row
     subscriber.close()
     # A clean exit leaves "offline" as the retained status.
