@@ -17,7 +17,6 @@ from .record import block_message, jsonl_text, records
 __all__ = ["RowTimes", "VerdictOutputs", "open_outputs", "status_record", "block_message", "jsonl_text", "records"]
 
 
-
 def _unformatted(first_row: int, verdicts, manifest, times: list[str] | None) -> tuple:
     return verdicts, times
 
