@@ -103,7 +103,7 @@ def bundle_copy(built_bundle, tmp_path) -> Path:
 
 # Fixtures that train and convert a real model: a test using one is slow (seconds to a minute),
 # so `pytest -m "not slow"` gives the fast loop.
-BUILD_FIXTURES = {"built_bundle", "bundle_copy", "temporal_bundles", "distilled_builds"}
+BUILD_FIXTURES = {"built_bundle", "bundle_copy", "temporal_bundles", "distilled_builds", "label_free_build"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -207,3 +207,19 @@ def temporal_bundles(tmp_path_factory, shared_data) -> dict:
     return built
 
 
+
+
+@pytest.fixture(scope="session")
+def label_free_build(tmp_path_factory, shared_data) -> tuple:
+    """test_adaptive's label-free LSTM with adaptive scoring (window 8) on 1,600 unlabelled NAB
+    rows, built once for tests/test_adaptive.py and tests/test_link.py (about 20 s):
+    (recipe, bundle, work folder, build report, folder holding the NAB tree)."""
+    from test_adaptive import _unlabelled_series
+    from toolchain.pipeline import build
+    from toolchain.recipe import load_recipe
+
+    folder = tmp_path_factory.mktemp("label_free")
+    recipe = load_recipe(_unlabelled_series(shared_data, folder))
+    out, work = folder / "bundle", folder / "work"
+    report = build(recipe, shared_data, out, work)
+    return recipe, out, work, report, folder

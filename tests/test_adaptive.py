@@ -176,15 +176,9 @@ def _unlabelled_series(shared_data: Path, folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def label_free(tmp_path_factory, shared_data):
-    from toolchain.pipeline import build
-    from toolchain.recipe import load_recipe
-
-    folder = tmp_path_factory.mktemp("label_free")
-    recipe = load_recipe(_unlabelled_series(shared_data, folder))
-    out, work = folder / "bundle", folder / "work"
-    report = build(recipe, shared_data, out, work)
-    return recipe, out, work, report, folder
+def label_free(label_free_build):
+    """The build of RECIPE on _unlabelled_series (tests/conftest.py; test_link streams it too)."""
+    return label_free_build
 
 
 @pytest.mark.slow

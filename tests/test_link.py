@@ -178,16 +178,10 @@ def default_style_bundle(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def adaptive_bundle(tmp_path_factory, shared_data) -> tuple[Path, Path]:
+def adaptive_bundle(label_free_build) -> tuple[Path, Path]:
     """test_adaptive's label-free LSTM with adaptive scoring (window 8), and its 1,600-row series."""
-    from test_adaptive import _unlabelled_series
-    from toolchain.pipeline import build
-    from toolchain.recipe import load_recipe
-
-    folder = tmp_path_factory.mktemp("adaptive")
-    recipe = load_recipe(_unlabelled_series(shared_data, folder))
-    build(recipe, shared_data, folder / "bundle", folder / "work")
-    return folder / "bundle", folder / "nab" / "data" / "realTraffic" / "occupancy_6005.csv"
+    _, bundle, _, _, folder = label_free_build
+    return bundle, folder / "nab" / "data" / "realTraffic" / "occupancy_6005.csv"
 
 
 def _same_as_local(bundle, rows, tmp_path, relay_kwargs=None, during=None, extra=()):
@@ -332,6 +326,7 @@ def test_an_adaptive_bundle_restarted_mid_stream_gets_its_scorer_state_back(adap
             wait_until(lambda: relay.forwarded > 8000)      # about 900 verdicts in: more than `length`
             first.kill()
             first.wait()
+        relay.baud = None                                  # the slow line only placed the kill mid-stream
         with agent(relay.device_port, bundle):
             done = host.result(timeout=120)
     assert done.returncode == 0, done.stderr
