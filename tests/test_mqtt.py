@@ -255,6 +255,30 @@ def test_the_publisher_outlives_neither_a_killed_run_nor_ctrl_c(built_bundle, br
     watcher.close()
 
 
+def test_on_one_cpu_run_publishes_in_process(built_bundle, broker, tmp_path):
+    """Allowed a single CPU (its affinity mask), `run --mqtt` forks no publisher: a second process
+    on the same core would only add its own costs. The records are the same."""
+    watcher = Subscriber(broker, "watcher", clean=True)
+    out = tmp_path / "v.csv"
+    publisher = subprocess.Popen([*TINYAD, "run", str(built_bundle), "--input", "-", "--output", str(out),
+                                  "--mqtt", broker.url, "--mqtt-id", "pi-7"], stdin=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, preexec_fn=lambda: os.sched_setaffinity(0, {0}))
+    try:
+        lines = _slice_lines(40)
+        publisher.stdin.write(b"".join(lines))
+        publisher.stdin.flush()
+        watcher.wait_for(lambda: len(watcher.records("tinyad/pi-7/verdicts")) == 40)
+        assert Path(f"/proc/{publisher.pid}/task/{publisher.pid}/children").read_text().split() == []
+        publisher.stdin.close()
+        stderr = publisher.stderr.read().decode()
+        assert publisher.wait(30) == 0, stderr
+    finally:
+        if publisher.poll() is None:
+            publisher.kill()
+    assert_equal_to_csv(watcher.records("tinyad/pi-7/verdicts"), _csv_records(out), load_manifest(built_bundle).sha256)
+    watcher.close()
+
+
 def test_reconnects_back_off_exponentially():
     """A "broker" that accepts each TCP connection and closes it before any CONNACK: the sink (in
     the background, as the device agent's) tries again after 1 s, then after 2 s: the delay doubles

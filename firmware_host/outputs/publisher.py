@@ -17,9 +17,10 @@ whole process group; the parent then closes it as after a failed run). A parent 
 leaves the child an end of file: it closes its sink as after a failed run (the status says
 "offline") and exits. The child never writes to stdout, which may carry the verdict CSV.
 
-Where ``os.fork`` does not exist, ``fork_publisher`` returns None and ``run`` publishes in
-process (``MqttSink``), as ``stream`` and the device agent always do: they are paced by a
-serial line or by live input, not by the formatting.
+Where ``os.fork`` does not exist, or this process may use only one CPU (``os.sched_getaffinity``),
+``fork_publisher`` returns None and ``run`` publishes in process (``MqttSink``): a second process
+on the same core would only add its own costs. ``stream`` and the device agent always publish in
+process: they are paced by a serial line, not by the formatting.
 """
 
 from __future__ import annotations
@@ -117,11 +118,12 @@ class Publisher:
 
 
 def fork_publisher(url: str, device_id: str, log: Callable[[str], None]) -> Publisher | None:
-    """Fork the publishing child for ``--mqtt url`` (None where ``os.fork`` does not exist). The
-    URL and id are checked here, before anything starts: an OutputError names what is wrong."""
+    """Fork the publishing child for ``--mqtt url`` (None where ``os.fork`` does not exist or only
+    one CPU is usable). The URL and id are checked here, before anything starts: an OutputError
+    names what is wrong."""
     parse_url(url)
     check_device_id(device_id)
-    if not hasattr(os, "fork"):
+    if not hasattr(os, "fork") or usable_cpus() < 2:
         return None
     down_read, down_write = os.pipe()
     up_read, up_write = os.pipe()
@@ -145,6 +147,14 @@ def fork_publisher(url: str, device_id: str, log: Callable[[str], None]) -> Publ
     os.close(down_read)
     os.close(up_write)
     return Publisher(pid, down_write, up_read)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, e.g. ``taskset`` or a cgroup cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 class ForkedMqttSink:
