@@ -103,7 +103,8 @@ def bundle_copy(built_bundle, tmp_path) -> Path:
 
 # Fixtures that train and convert a real model: a test using one is slow (seconds to a minute),
 # so `pytest -m "not slow"` gives the fast loop.
-BUILD_FIXTURES = {"built_bundle", "bundle_copy", "temporal_bundles", "distilled_builds", "label_free_build"}
+BUILD_FIXTURES = {"built_bundle", "bundle_copy", "temporal_bundles", "distilled_builds", "label_free_build",
+                  "nab_series_builds"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -223,3 +224,54 @@ def label_free_build(tmp_path_factory, shared_data) -> tuple:
     out, work = folder / "bundle", folder / "work"
     report = build(recipe, shared_data, out, work)
     return recipe, out, work, report, folder
+
+
+# An LSTM per NAB series (speed_7578: 4 labelled windows in its test part, TravelTime_451: 1),
+# gated on windows and false alarms.
+PER_SERIES_RECIPE = """
+name = "per_series"
+seed = 2
+[data]
+loader = "nab"
+path = ["nab/data/realTraffic/speed_7578.csv", "nab/data/realTraffic/TravelTime_45*.csv"]
+per_series = true
+[split]
+method = "prefix"
+train = 0.8
+validation = 0.2
+test = 0
+[features]
+top_k = 0
+sweep = []
+[detector]
+kind = "lstm"
+window = 6
+lstm_units = 4
+epochs = 2
+[threshold]
+method = "percentile"
+percentile = 99.0
+[quantize]
+representative_rows = 100
+golden_rows = 8
+synthetic_share = 0.1
+[verify]
+gate = "windows"
+"""
+
+
+@pytest.fixture(scope="session")
+def nab_series_builds(tmp_path_factory, shared_data) -> tuple:
+    """PER_SERIES_RECIPE through `tinyad build` once (two real LSTM builds, about 30 s): test_temporal
+    checks the summary, test_gates the gates of TravelTime_451's bundle.
+    Returns (recipe path, out folder, work folder, the CliRunner result)."""
+    from click.testing import CliRunner
+
+    from firmware_host.cli import main
+
+    folder = tmp_path_factory.mktemp("per_series")
+    path, out, work = folder / "r.toml", folder / "out", folder / "work"
+    path.write_text(PER_SERIES_RECIPE)
+    result = CliRunner().invoke(main, ["build", str(path), "--data-root", str(shared_data), "--out", str(out),
+                                       "--work", str(work)])
+    return path, out, work, result

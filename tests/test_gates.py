@@ -19,38 +19,7 @@ from conftest import SLICE
 
 pytestmark = pytest.mark.slow
 
-NAB_RECIPE = """
-name = "gate_nab"
-seed = 7
-[data]
-loader = "nab"
-path = "nab/data/realTraffic/TravelTime_451.csv"
-[split]
-method = "prefix"
-train = 0.8
-validation = 0.2
-test = 0
-[features]
-top_k = 0
-sweep = []
-[preprocess]
-log1p = "none"
-[detector]
-kind = "lstm"
-window = 6
-lstm_units = 8
-epochs = 3
-batch_size = 64
-[threshold]
-method = "percentile"
-percentile = 99.0
-[quantize]
-representative_rows = 150
-golden_rows = 12
-synthetic_share = 0.1
-[verify]
-gate = "windows"
-"""
+SERIES = "nab/data/realTraffic/TravelTime_451.csv"
 
 UNREACHABLE_RECIPE = f"""
 name = "unreachable"
@@ -83,26 +52,29 @@ min_agreement = 0.0    # so that the F1 gate alone fails
 
 
 @pytest.fixture(scope="module")
-def nab_build(shared_data, tmp_path_factory):
-    """A small real LSTM bundle on one NAB series, gated on windows and false alarms."""
-    from toolchain.pipeline import build
+def nab_build(nab_series_builds):
+    """A small real LSTM bundle on one NAB series (TravelTime_451, one labelled window in its test
+    part), gated on windows and false alarms: its build by conftest's per-series recipe."""
+    import dataclasses
+
     from toolchain.recipe import load_recipe
 
-    folder = tmp_path_factory.mktemp("gates_nab")
-    (folder / "nab.toml").write_text(NAB_RECIPE)
-    recipe = load_recipe(folder / "nab.toml")
-    report = build(recipe, shared_data, folder / "bundle", folder / "work")
-    return recipe, report, folder / "bundle", folder / "work"
+    path, out, work, result = nab_series_builds
+    assert result.exit_code == 0, result.output
+    each = load_recipe(path)            # the recipe build_each gives the series
+    recipe = dataclasses.replace(each, data=dataclasses.replace(each.data, path=SERIES, per_series=False))
+    bundle = out / Path(SERIES).stem
+    return recipe, json.loads((bundle / REPORT_FILE).read_text()), bundle, work / Path(SERIES).stem
 
 
-def _forced(recipe, work: Path, data_root: Path, int8_threshold: float):
+def _forced(recipe, bundle: Path, work: Path, data_root: Path, int8_threshold: float):
     """The build's real float and int8 test scores, turned into verdicts by the scoring code with
     the bundle's float threshold and a forced int8 one; and their labelled-window figures."""
     from toolchain.prepare import prepare
     from toolchain.verify import window_detection
 
     saved = np.load(work / "test_scores.npz")
-    thresholds = {"float": load_manifest(work.parent / "bundle").threshold_float, "int8": int8_threshold}
+    thresholds = {"float": load_manifest(bundle).threshold_float, "int8": int8_threshold}
     verdicts, models = {}, {}
     prep = prepare(recipe, data_root)
     for name in ("float", "int8"):
@@ -126,7 +98,7 @@ def test_windows_gate_records_false_alarms_and_fails_an_always_alarming_int8_mod
         built["false_alarms"]["float_per_1000"] * 1.25 + 1.0)
 
     # The same real int8 scores with the threshold forced below every score: an alarm on every row.
-    models, verdicts = _forced(recipe, work, shared_data, -np.inf)
+    models, verdicts = _forced(recipe, bundle, work, shared_data, -np.inf)
     assert verdicts["int8"].is_anomaly.all()
     found = {g["gate"]: g for g in gates.evaluate(models, verdicts, recipe.verify)}
     assert found["windows"]["passed"], "detecting every window is exactly what the old gate asked"
@@ -141,10 +113,10 @@ def test_a_series_with_no_labelled_window_counts_every_alarm_as_false(nab_build,
     gate compares all alarms; forced, the int8 verdicts alarm on about 1 row in 10."""
     from toolchain import gates
 
-    recipe, _, _, work = nab_build
+    recipe, _, bundle, work = nab_build
     scores = np.load(work / "test_scores.npz")["int8"]
     threshold = float(np.quantile(scores, 0.9))
-    models, verdicts = _forced(recipe, work, shared_data, threshold)
+    models, verdicts = _forced(recipe, bundle, work, shared_data, threshold)
     unlabelled = {name: {} for name in models}
     found = {g["gate"]: g for g in gates.evaluate(unlabelled, verdicts, recipe.verify)}
     assert found["windows"]["passed"] and found["windows"].get("skipped")

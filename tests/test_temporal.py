@@ -251,41 +251,9 @@ def test_block_split_deals_whole_time_blocks_and_every_class_to_every_part():
     assert all((again[k] == parts[k]).all() for k in parts)
 
 
-def test_per_series_recipe_builds_a_bundle_per_nab_series_and_a_summary(shared_data, tmp_path):
-    recipe_text = """
-name = "per_series"
-seed = 2
-[data]
-loader = "nab"
-path = ["nab/data/realTraffic/speed_7578.csv", "nab/data/realTraffic/TravelTime_45*.csv"]
-per_series = true
-[split]
-method = "prefix"
-train = 0.8
-validation = 0.2
-test = 0
-[features]
-top_k = 0
-sweep = []
-[detector]
-kind = "lstm"
-window = 6
-lstm_units = 4
-epochs = 2
-[threshold]
-method = "percentile"
-percentile = 99.0
-[quantize]
-representative_rows = 100
-golden_rows = 8
-synthetic_share = 0.1
-[verify]
-gate = "windows"
-"""
-    (tmp_path / "r.toml").write_text(recipe_text)
-    out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["build", str(tmp_path / "r.toml"), "--data-root", str(shared_data),
-                                       "--out", str(out), "--work", str(tmp_path / "work")])
+def test_per_series_recipe_builds_a_bundle_per_nab_series_and_a_summary(nab_series_builds):
+    """conftest's PER_SERIES_RECIPE through `tinyad build` (built once; test_gates reads it too)."""
+    _, out, _, result = nab_series_builds
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert [row["series"] for row in summary["series"]] == ["speed_7578", "TravelTime_451"]
