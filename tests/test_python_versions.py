@@ -12,6 +12,10 @@ import pytest
 
 from conftest import ROOT, SLICE
 
+# pip would byte-compile every installed module (all of numpy: about 5 s an install); the modules a
+# run imports are compiled as they are imported, so the run still proves they load on that Python.
+NO_COMPILE = ("--no-compile",)
+
 
 def _python(version: str) -> str | None:
     for candidate in (shutil.which(f"python{version}"),
@@ -29,8 +33,8 @@ def test_run_side_on_other_pythons_gives_identical_verdicts(version, built_bundl
         pytest.skip(f"no Python {version} on this machine")
     venv = tmp_path / "venv"
     subprocess.run([python, "-m", "venv", str(venv)], check=True)
-    install = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(ROOT)], capture_output=True, text=True,
-                             timeout=600)
+    install = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *NO_COMPILE, str(ROOT)], capture_output=True,
+                             text=True, timeout=600)
     assert install.returncode == 0, install.stderr[-2000:]
     theirs, ours = tmp_path / "theirs.csv", tmp_path / "ours.csv"
     for exe, out in ((str(venv / "bin" / "tinyad"), theirs), (None, ours)):
@@ -51,11 +55,12 @@ def test_tflite_runtime_gives_byte_identical_verdicts(built_bundle, tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = str(venv / "bin" / "pip")
-    install = subprocess.run([pip, "install", "-q", "tflite-runtime==2.14.0", "numpy<2", "click", "pyserial"],
-                             capture_output=True, text=True, timeout=600)
+    install = subprocess.run([pip, "install", "-q", *NO_COMPILE, "tflite-runtime==2.14.0", "numpy<2", "click",
+                              "pyserial"], capture_output=True, text=True, timeout=600)
     if install.returncode != 0:
         pytest.skip(f"tflite-runtime 2.14 not installable here: {install.stderr[-300:]}")
-    subprocess.run([pip, "install", "-q", "--no-deps", str(ROOT)], check=True, capture_output=True, timeout=600)
+    subprocess.run([pip, "install", "-q", *NO_COMPILE, "--no-deps", str(ROOT)], check=True, capture_output=True,
+                   timeout=600)
     theirs, ours = tmp_path / "tflite_runtime.csv", tmp_path / "ai_edge_litert.csv"
     for command, out in (([str(venv / "bin" / "tinyad")], theirs), ([sys.executable, "-m", "firmware_host.cli"], ours)):
         result = subprocess.run(command + ["run", str(built_bundle), "--input", str(SLICE), "--output", str(out)],
