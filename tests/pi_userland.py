@@ -89,8 +89,10 @@ def install_run_side(e: Path, work: Path) -> None:
         links = f"--find-links /opt/wheels/tinyad --find-links /opt/wheels/{'litert' if name == 'ai_edge_litert' else 'tfl'}"
         # tflite-runtime's venv keeps its numpy<2 and has no ai-edge-litert: install tinyad alone there.
         deps = "" if name == "ai_edge_litert" else "--no-deps"
+        # tinyad was just uninstalled, so this installs the new wheel; what it needs and setup.sh already
+        # installed stays (no --force-reinstall: reinstalling numpy and ai-edge-litert under qemu took ~50 s).
         script = (f"{venv}/bin/pip uninstall -q -y tinyad >/dev/null 2>&1; "
-                  f"{venv}/bin/pip install -q --no-index {links} {deps} --force-reinstall --no-cache-dir tinyad click")
+                  f"{venv}/bin/pip install -q --no-index {links} {deps} --no-cache-dir tinyad click")
         done = chroot(e, ["sh", "-c", script], timeout=900)
         if done.returncode != 0:
             raise RuntimeError(f"installing tinyad into {venv} failed:\n{done.stdout[-1500:]}{done.stderr[-1500:]}")
