@@ -85,7 +85,7 @@ def install_run_side(e: Path, work: Path) -> None:
     if inside.exists():
         shutil.rmtree(inside)
     shutil.copytree(wheels, inside)
-    for name, venv in VENVS.items():
+    def install(name: str, venv: str) -> None:
         links = f"--find-links /opt/wheels/tinyad --find-links /opt/wheels/{'litert' if name == 'ai_edge_litert' else 'tfl'}"
         # tflite-runtime's venv keeps its numpy<2 and has no ai-edge-litert: install tinyad alone there.
         deps = "" if name == "ai_edge_litert" else "--no-deps"
@@ -96,6 +96,13 @@ def install_run_side(e: Path, work: Path) -> None:
         done = chroot(e, ["sh", "-c", script], timeout=900)
         if done.returncode != 0:
             raise RuntimeError(f"installing tinyad into {venv} failed:\n{done.stdout[-1500:]}{done.stderr[-1500:]}")
+
+    # The two venvs are independent: both emulated pips at once (one per core).
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(VENVS)) as pool:
+        for done in [pool.submit(install, name, venv) for name, venv in VENVS.items()]:
+            done.result()
     stamp.write_text(digest + "\n")
 
 
