@@ -217,8 +217,6 @@ def temporal_bundles(tmp_path_factory, shared_data) -> dict:
     return built
 
 
-
-
 @pytest.fixture(scope="session")
 def label_free_build(tmp_path_factory, shared_data) -> tuple:
     """test_adaptive's label-free LSTM with adaptive scoring (window 8) on 1,600 unlabelled NAB
