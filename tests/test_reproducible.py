@@ -17,3 +17,42 @@ def test_a_recipe_built_twice_gives_the_same_metrics_and_model(distilled_builds)
     assert first.threshold == second.threshold and first.scaler == second.scaler
     reports = [json.loads((bundle / "report.json").read_text()) for _, bundle, _ in distilled_builds]
     assert reports[0]["train"]["distillation"] == reports[1]["train"]["distillation"]
+
+
+def test_orphan_buffers_of_a_fused_lstm_model_are_zeroed(temporal_bundles):
+    """TF 2.21 leaves buffers no tensor uses in a fused-LSTM int8 model, filled with whatever the
+    process converted before (a cnn_lstm_attn recipe built after an lstm one in the same process
+    got other bytes, and another hash). `convert` zeroes them: filling them with other bytes
+    changes no output, and zeroing gives back the shipped file."""
+    import numpy as np
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    from firmware_host.interpreter import load_runtime
+    from toolchain.convert import unused_buffers_zeroed
+
+    shipped = (temporal_bundles["cnn_lstm_attn"][1] / MODEL_FILE).read_bytes()
+    data = bytearray(shipped)
+    model = schema.Model.GetRootAsModel(data, 0)
+    used = {model.Metadata(i).Buffer() for i in range(model.MetadataLength())}
+    graph = model.Subgraphs(0)
+    used.update(graph.Tensors(t).Buffer() for t in range(graph.TensorsLength()))
+    orphans = [k for k in range(model.BuffersLength()) if k not in used and model.Buffers(k).DataLength()]
+    assert orphans, "no orphan buffer in this model: the converter changed, re-check the fix"
+    for k in orphans:
+        assert not model.Buffers(k).DataAsNumpy().any()             # shipped zeroed
+        model.Buffers(k).DataAsNumpy()[:] = 0x7F                     # what one process left there
+    assert bytes(data) != shipped and unused_buffers_zeroed(bytes(data)) == shipped
+    runtime = load_runtime()
+    outputs = []
+    for content in (shipped, bytes(data)):
+        interpreter = runtime.open(model_content=content, kernels="builtin")
+        interpreter.allocate_tensors()
+        given, taken = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+        rng = np.random.default_rng(0)
+        rows = []
+        for _ in range(50):
+            interpreter.set_tensor(given["index"], rng.integers(-128, 128, given["shape"]).astype(given["dtype"]))
+            interpreter.invoke()
+            rows.append(interpreter.get_tensor(taken["index"]).copy())
+        outputs.append(np.stack(rows))
+    assert np.array_equal(*outputs)

@@ -63,10 +63,34 @@ def convert(model, *, int8: bool, representative: np.ndarray | None = None, per_
             converter._experimental_disable_per_channel_quantization_for_dense_layers = True
     with native_stderr_captured() as captured:
         try:
-            return converter.convert()
+            converted = converter.convert()
         except Exception as exc:  # the converter raises a zoo of internal error types
             detail = str(exc).splitlines()[0][:300] if str(exc) else captured()
             raise QuantizationError(f"TFLite conversion failed: {detail}") from None
+    return unused_buffers_zeroed(converted)
+
+
+def unused_buffers_zeroed(model_bytes: bytes) -> bytes:
+    """The model with the data of every buffer that no tensor or metadata entry refers to set to 0.
+
+    TF 2.21's converter leaves such orphan buffers in int8 models with a fused LSTM (8 int8 and
+    8 int16 values beside the state tensors), and their contents depended on what the process
+    had converted before: the same recipe and seed gave other model bytes, and another hash,
+    when a build followed another in one process. Nothing reads them, so zeroing them changes
+    no output, and keeps the file's layout and size."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    data = bytearray(model_bytes)
+    model = schema.Model.GetRootAsModel(data, 0)
+    used = {model.Metadata(i).Buffer() for i in range(model.MetadataLength())}
+    used.update(int(k) for k in (model.MetadataBufferAsNumpy() if model.MetadataBufferLength() else []))
+    for s in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(s)
+        used.update(graph.Tensors(t).Buffer() for t in range(graph.TensorsLength()))
+    for k in range(model.BuffersLength()):
+        if k not in used and model.Buffers(k).DataLength():
+            model.Buffers(k).DataAsNumpy()[:] = 0          # a view into ``data``
+    return bytes(data)
 
 
 def is_unrolled(model) -> bool:
