@@ -28,15 +28,12 @@ def test_orphan_buffers_of_a_fused_lstm_model_are_zeroed(temporal_bundles):
     from tensorflow.lite.python import schema_py_generated as schema
 
     from firmware_host.interpreter import load_runtime
-    from toolchain.convert import unused_buffers_zeroed
+    from toolchain.convert import unused_buffers, unused_buffers_zeroed
 
     shipped = (temporal_bundles["cnn_lstm_attn"][1] / MODEL_FILE).read_bytes()
     data = bytearray(shipped)
     model = schema.Model.GetRootAsModel(data, 0)
-    used = {model.Metadata(i).Buffer() for i in range(model.MetadataLength())}
-    graph = model.Subgraphs(0)
-    used.update(graph.Tensors(t).Buffer() for t in range(graph.TensorsLength()))
-    orphans = [k for k in range(model.BuffersLength()) if k not in used and model.Buffers(k).DataLength()]
+    orphans = unused_buffers(model)
     assert orphans, "no orphan buffer in this model: the converter changed, re-check the fix"
     for k in orphans:
         assert not model.Buffers(k).DataAsNumpy().any()             # shipped zeroed

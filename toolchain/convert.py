@@ -82,15 +82,20 @@ def unused_buffers_zeroed(model_bytes: bytes) -> bytes:
 
     data = bytearray(model_bytes)
     model = schema.Model.GetRootAsModel(data, 0)
+    for k in unused_buffers(model):
+        model.Buffers(k).DataAsNumpy()[:] = 0          # a view into ``data``
+    return bytes(data)
+
+
+def unused_buffers(model) -> list[int]:
+    """The indices of a flatbuffer ``schema.Model``'s non-empty buffers that no tensor of any
+    subgraph and no metadata entry refers to."""
     used = {model.Metadata(i).Buffer() for i in range(model.MetadataLength())}
     used.update(int(k) for k in (model.MetadataBufferAsNumpy() if model.MetadataBufferLength() else []))
     for s in range(model.SubgraphsLength()):
         graph = model.Subgraphs(s)
         used.update(graph.Tensors(t).Buffer() for t in range(graph.TensorsLength()))
-    for k in range(model.BuffersLength()):
-        if k not in used and model.Buffers(k).DataLength():
-            model.Buffers(k).DataAsNumpy()[:] = 0          # a view into ``data``
-    return bytes(data)
+    return [k for k in range(model.BuffersLength()) if k not in used and model.Buffers(k).DataLength()]
 
 
 def is_unrolled(model) -> bool:
